@@ -1,0 +1,3 @@
+"""pretrainlab: a workbench for synthetic pretraining."""
+
+__version__ = "0.1.0"

@@ -1,0 +1,151 @@
+"""The pretrainlab command line."""
+
+from __future__ import annotations
+
+import json
+from importlib import resources
+from pathlib import Path
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from pretrainlab.design import Design, DesignError, json_schema, load_design
+from pretrainlab.pipeline import Pipeline
+
+app = typer.Typer(
+    add_completion=False, no_args_is_help=True, help="Design pretraining data, train on it, measure."
+)
+console = Console()
+err = Console(stderr=True)
+
+RUNS = typer.Option(Path("runs"), "--runs", help="Root folder of run directories.")
+
+
+def _load(path: Path) -> Design:
+    try:
+        return load_design(path)
+    except DesignError as e:
+        where = f"{e.source}: " if e.source else ""
+        for line in e.errors:
+            err.print(f"[red]error[/red] {where}{line}", highlight=False)
+        raise typer.Exit(2) from None
+
+
+def _pipeline(design_path: Path, runs: Path) -> Pipeline:
+    return Pipeline(_load(design_path), runs, console=err)
+
+
+@app.command()
+def init(
+    name: str = typer.Argument(..., help="Design name (also the file name)."),
+    out: Path | None = typer.Option(None, "--out", help="Where to write the design (default NAME.yaml)."),
+) -> None:
+    """Write a commented starter design."""
+    path = out or Path(f"{name}.yaml")
+    if path.exists():
+        err.print(f"[red]error[/red] {path} exists; not overwriting it")
+        raise typer.Exit(1)
+    text = resources.files("pretrainlab").joinpath("templates/starter.yaml").read_text()
+    path.write_text(text.replace("name: starter", f"name: {name}"))
+    console.print(f"wrote {path}; next: pretrainlab run {path}")
+
+
+@app.command()
+def validate(design: Path) -> None:
+    """Check a design file; prints each problem with its field path."""
+    d = _load(design)
+    console.print(f"{design}: ok ({len(d.exercises)} exercises, {d.train.total_steps} training steps)")
+
+
+@app.command()
+def schema(
+    markdown: bool = typer.Option(False, "--markdown", help="Print the field reference (docs/design.md)."),
+) -> None:
+    """Print the JSON Schema of design files (for editor autocompletion)."""
+    if markdown:
+        from pretrainlab.design_docs import design_markdown
+
+        print(design_markdown(), end="")
+    else:
+        print(json.dumps(json_schema(), indent=2))
+
+
+def _stage_command(stage: str, doc: str):
+    def command(design: Path, runs: Path = RUNS) -> None:
+        result = _pipeline(design, runs).run_stage(stage)
+        console.print(str(result.dir))
+
+    command.__doc__ = doc
+    return command
+
+
+app.command("generate")(_stage_command("generate", "Generate records and probes."))
+app.command("curate")(_stage_command("curate", "Dedup and decontaminate records."))
+app.command("tokenize")(_stage_command("tokenize", "Train the tokenizer and pack token shards."))
+app.command("train")(_stage_command("train", "Pretrain the model, scoring probes as it goes."))
+
+
+@app.command()
+def report(
+    run: Path = typer.Argument(..., help="A design file or a run directory runs/NAME."), runs: Path = RUNS
+) -> None:
+    """Write report.html for a design's finished stages."""
+    from pretrainlab.report.build import build_report
+
+    if run.is_dir():
+        design_file = run / "design.yaml"
+        if not design_file.exists():
+            err.print(f"[red]error[/red] {run} holds no design.yaml; pass the design file instead")
+            raise typer.Exit(2)
+        pipeline = Pipeline(_load(design_file), run.parent, console=err)
+    else:
+        pipeline = _pipeline(run, runs)
+    console.print(str(build_report(pipeline)))
+
+
+@app.command()
+def run(design: Path, runs: Path = RUNS) -> None:
+    """Run every stage (re-using finished ones), write the report, print scores and costs."""
+    from pretrainlab.ledger import ledger_rows, split_totals
+    from pretrainlab.report.build import build_report
+
+    pipeline = _pipeline(design, runs)
+    results = pipeline.run("train")
+    path = build_report(pipeline)
+
+    scores = Table(title="Final capability scores", title_justify="left")
+    for col in ("capability", "split", "metric", "value", "n"):
+        scores.add_column(col, justify="right" if col in ("value", "n") else "left")
+    for row in results["train"].manifest.get("final_scores", []):
+        if row["metric"] != "answer_logprob":
+            scores.add_row(
+                row["capability"], row["split"], row["metric"], f"{row['value']:.3f}", str(row["n"])
+            )
+    console.print(scores)
+
+    rows = ledger_rows(pipeline.finished())
+    ledger = Table(title="Ledger", title_justify="left")
+    for col in ("stage", "wall s", "CPU s", "tokens", "FLOPs"):
+        ledger.add_column(col, justify="left" if col == "stage" else "right")
+    for r in rows:
+        ledger.add_row(
+            r["stage"],
+            f"{r['wall_s']:.1f}",
+            f"{r['cpu_s']:.1f}",
+            f"{r['tokens'] or 0:,}",
+            f"{r['flops'] or 0:.3g}",
+        )
+    totals = split_totals(rows)
+    ledger.add_section()
+    for side in ("data", "training"):
+        t = totals[side]
+        ledger.add_row(
+            f"[bold]{side}[/bold]", f"{t['wall_s']:.1f}", f"{t['cpu_s']:.1f}", "", f"{t['flops']:.3g}"
+        )
+    console.print(ledger)
+    console.print(f"report: {path}")
+
+
+def main() -> None:
+    app()

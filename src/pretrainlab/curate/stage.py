@@ -1,0 +1,77 @@
+"""The curate stage: exact dedup, decontamination against probes, diversity statistics.
+
+Nothing is dropped silently: every removed record goes to ``removed-<exercise>.parquet`` with
+its reason, and ``stats.json`` counts them.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+from rich.console import Console
+
+from pretrainlab.curate.decontam import ProbeIndex
+from pretrainlab.curate.diversity import diversity_stats
+from pretrainlab.design import Design
+from pretrainlab.generate.records import RECORD_SCHEMA, ParquetWriter, read_rows
+
+REMOVED_SCHEMA = RECORD_SCHEMA.append(pa.field("reason", pa.string()))
+
+
+def kept_path(out: Path, key: str) -> Path:
+    return out / f"kept-{key}.parquet"
+
+
+def _held_out(meta: dict[str, Any]) -> bool:
+    """Probes meant to be in training (seen people's QA, every 1-op sum mod 23) are not contamination."""
+    return meta.get("split") != "seen" and not meta.get("in_training", False)
+
+
+def run_curate(design: Design, out: Path, inputs: dict, console: Console) -> dict[str, Any]:
+    gen = inputs["generate"].dir
+    cfg = design.curate
+    probes = pq.read_table(gen / "probes.parquet").to_pylist()
+    index = ProbeIndex([p for p in probes if _held_out(json.loads(p["meta"]))], n=cfg.ngram)
+    stats: dict[str, Any] = {}
+    for ex in design.exercises:
+        seen_ids: set[str] = set()
+        kept_texts: list[str] = []
+        removed: dict[str, int] = {}
+        with (
+            ParquetWriter(kept_path(out, ex.key), RECORD_SCHEMA) as kept,
+            ParquetWriter(out / f"removed-{ex.key}.parquet", REMOVED_SCHEMA) as dropped,
+        ):
+            for row in read_rows(gen / f"records-{ex.key}.parquet"):
+                reason = None
+                if cfg.dedup and row["id"] in seen_ids:
+                    reason = "duplicate"
+                elif cfg.decontaminate and (hit := index.match(row["text"])) is not None:
+                    reason = f"contains probe {hit}"
+                if reason is None:
+                    seen_ids.add(row["id"])
+                    kept.write(row)
+                    kept_texts.append(row["text"])
+                else:
+                    dropped.write({**row, "reason": reason})
+                    key = reason.split(" ")[0] if reason.startswith("contains") else reason
+                    removed[key] = removed.get(key, 0) + 1
+        stats[ex.key] = {
+            "capability": ex.capability,
+            "kept": len(kept_texts),
+            "removed": removed,
+            "bytes": sum(len(t.encode("utf-8")) for t in kept_texts),
+            **diversity_stats(kept_texts),
+        }
+        n_removed = sum(removed.values())
+        if n_removed:
+            console.print(f"  curate {ex.key}: removed {n_removed} ({removed})")
+    (out / "stats.json").write_text(json.dumps(stats, indent=2, sort_keys=True) + "\n")
+    return {
+        "exercises": stats,
+        "kept": sum(s["kept"] for s in stats.values()),
+        "removed": sum(sum(s["removed"].values()) for s in stats.values()),
+    }

@@ -1,0 +1,110 @@
+"""k-hop lookups over a random cycle (Depo, Physics of Language Models 4.1)."""
+
+from __future__ import annotations
+
+import random
+from collections.abc import Iterator, Mapping
+from typing import Any
+
+from pydantic import Field, model_validator
+
+from pretrainlab.generate.worlds import vocab
+from pretrainlab.generate.worlds.base import Document, ProbeItem, World, WorldParams
+
+
+def chain_text(edges: list[list[str]], queries: list[list[Any]]) -> str:
+    """Edges `x y` one per line, then queries `? k x = z` one per line."""
+    lines = [f"{x} {y}" for x, y in edges]
+    lines += [f"? {k} {x} = {z}" for k, x, z in queries]
+    return "\n".join(lines)
+
+
+def successor(cycle: list[str], start: str, k: int) -> str:
+    """The k-th successor of `start`; each symbol of `cycle` points to the next, the last to the first."""
+    return cycle[(cycle.index(start) + k) % len(cycle)]
+
+
+class KHop(World):
+    """Random cyclic permutations written as edges, with queries for the k-th successor of a symbol.
+
+    Each document draws n symbols (n uniform in `symbols`), links them into one random cycle, writes
+    all n edges `x y` (x points to y) one per line in random order, then `queries_per_doc` lines
+    `? k x = z` with k uniform in 1..`max_hops` and x uniform among the symbols: z is x's k-th
+    successor. Probes are fresh documents from an independent stream, each with a single query whose
+    answer is left out, for every k in 1..`probe_max_hops` (which may exceed `max_hops`).
+    """
+
+    kind = "khop"
+    version = 1
+
+    class Params(WorldParams):
+        symbols: tuple[int, int] = Field(
+            (8, 16),
+            description="[lo, hi]: each document's number of symbols n is uniform in lo..hi "
+            f"(2 <= lo <= hi <= {len(vocab.SYMBOLS)}).",
+        )
+        max_hops: int = Field(
+            4, ge=1, description="Training queries ask for k hops, k uniform in 1..max_hops."
+        )
+        documents: int = Field(20000, ge=1, description="Number of training documents.")
+        queries_per_doc: int = Field(4, ge=1, description="Query lines per training document.")
+        probes_per_hop: int = Field(100, ge=1, description="Probes for each hop count k.")
+        probe_max_hops: int | None = Field(
+            None, ge=1, description="Probes cover k = 1..probe_max_hops; default max_hops."
+        )
+
+        @model_validator(mode="after")
+        def _check_symbols(self) -> KHop.Params:
+            lo, hi = self.symbols
+            if not 2 <= lo <= hi <= len(vocab.SYMBOLS):
+                raise ValueError(
+                    f"symbols must be [lo, hi] with 2 <= lo <= hi <= {len(vocab.SYMBOLS)}, got [{lo}, {hi}]"
+                )
+            return self
+
+        @property
+        def probe_hops(self) -> int:
+            return self.max_hops if self.probe_max_hops is None else self.probe_max_hops
+
+    params: Params
+
+    def __init__(self, params: Params | Mapping[str, Any] | None = None, seed: int = 0):
+        super().__init__(vocab.coerce_params(self.Params, params), seed)
+
+    def _cycle(self, rng: random.Random) -> tuple[list[str], list[list[str]]]:
+        """A random cycle (symbols in successor order) and its edges in random order."""
+        lo, hi = self.params.symbols
+        cycle = rng.sample(vocab.SYMBOLS, rng.randint(lo, hi))
+        edges = [[x, cycle[(i + 1) % len(cycle)]] for i, x in enumerate(cycle)]
+        rng.shuffle(edges)
+        return cycle, edges
+
+    def documents(self) -> Iterator[Document]:
+        p = self.params
+        rng = vocab.derive_rng(self.seed, "khop", "documents")
+        for _ in range(p.documents):
+            cycle, edges = self._cycle(rng)
+            queries: list[list[Any]] = []
+            for _ in range(p.queries_per_doc):
+                k, x = rng.randint(1, p.max_hops), rng.choice(cycle)
+                queries.append([k, x, successor(cycle, x, k)])
+            yield Document(
+                chain_text(edges, queries),
+                {"part": "chain", "n": len(cycle), "cycle": cycle, "edges": edges, "queries": queries},
+            )
+
+    def probes(self) -> Iterator[ProbeItem]:
+        p = self.params
+        rng = vocab.derive_rng(self.seed, "khop", "probes")
+        for k in range(1, p.probe_hops + 1):
+            for _ in range(p.probes_per_hop):
+                cycle, edges = self._cycle(rng)
+                x = rng.choice(cycle)
+                z = successor(cycle, x, k)
+                text = chain_text(edges, [[k, x, z]])
+                prompt = text[: text.rindex(" = ") + 2]
+                yield ProbeItem(
+                    prompt=prompt,
+                    answer=f" {z}",
+                    meta={"split": "all", "group": f"k={k}", "k": k, "n": len(cycle), "start": x},
+                )

@@ -1,0 +1,77 @@
+"""Compute accounting shared by all stages: wall and CPU seconds, tokens, FLOPs."""
+
+from __future__ import annotations
+
+import resource
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from typing import Any
+
+# The FLOP rate a device-hour is counted at (FIELD_NOTES: 2-core CPU, bf16 matmul ~800 GFLOP/s).
+DEFAULT_DEVICE_FLOPS = 8e11
+
+
+def _cpu_seconds() -> float:
+    own = resource.getrusage(resource.RUSAGE_SELF)
+    kids = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return own.ru_utime + own.ru_stime + kids.ru_utime + kids.ru_stime
+
+
+@dataclass
+class Usage:
+    wall_s: float = 0.0
+    cpu_s: float = 0.0
+
+    def as_dict(self) -> dict[str, float]:
+        return {"wall_s": round(self.wall_s, 3), "cpu_s": round(self.cpu_s, 3)}
+
+
+@contextmanager
+def measure() -> Iterator[Usage]:
+    """Measure wall and CPU seconds (this process and its children) spent inside the block."""
+    usage = Usage()
+    t0, c0 = time.perf_counter(), _cpu_seconds()
+    try:
+        yield usage
+    finally:
+        usage.wall_s = time.perf_counter() - t0
+        usage.cpu_s = _cpu_seconds() - c0
+
+
+def ledger_rows(manifests: dict[str, dict[str, Any]]) -> list[dict[str, Any]]:
+    """One ledger row per finished stage, from the stages' manifests."""
+    rows = []
+    for stage, manifest in manifests.items():
+        led = manifest.get("ledger", {})
+        flops = led.get("flops")
+        rows.append(
+            {
+                "stage": stage,
+                "wall_s": led.get("wall_s", 0.0),
+                "cpu_s": led.get("cpu_s", 0.0),
+                "tokens": led.get("tokens"),
+                "flops": flops,
+                "device_hours": flops / DEFAULT_DEVICE_FLOPS / 3600 if flops else None,
+                "note": led.get("note", ""),
+            }
+        )
+    return rows
+
+
+DATA_STAGES = ("generate", "curate", "tokenize")
+MODEL_STAGES = ("train",)
+
+
+def split_totals(rows: list[dict[str, Any]]) -> dict[str, dict[str, float]]:
+    """Sum wall/CPU seconds and FLOPs for data-making stages vs model-training stages."""
+    out: dict[str, dict[str, float]] = {}
+    for side, stages in (("data", DATA_STAGES), ("training", MODEL_STAGES)):
+        sel = [r for r in rows if r["stage"] in stages]
+        out[side] = {
+            "wall_s": sum(r["wall_s"] or 0 for r in sel),
+            "cpu_s": sum(r["cpu_s"] or 0 for r in sel),
+            "flops": sum(r["flops"] or 0 for r in sel),
+        }
+    return out

@@ -1,0 +1,81 @@
+"""Gather a run's files into the inputs of the HTML report."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+from pretrainlab.curate.stage import kept_path
+from pretrainlab.generate.records import read_rows
+from pretrainlab.ledger import ledger_rows
+from pretrainlab.pipeline import Pipeline
+from pretrainlab.report.html import render_report
+
+
+def _samples(kept_dir: Path, keys: list[str], n: int = 3) -> dict[str, list[str]]:
+    out: dict[str, list[str]] = {}
+    for key in keys:
+        texts = []
+        for row in read_rows(kept_path(kept_dir, key), columns=["text"]):
+            texts.append(row["text"])
+            if len(texts) >= n:
+                break
+        out[key] = texts
+    return out
+
+
+def build_report(pipeline: Pipeline, out_path: Path | None = None) -> Path:
+    """Write report.html for whatever stages of the design have finished; returns its path."""
+    design = pipeline.design
+    manifests = pipeline.finished()
+    data_stats: list[dict[str, Any]] = []
+    samples: dict[str, list[str]] = {}
+    if "curate" in manifests:
+        cur = manifests["curate"]["exercises"]
+        gen = manifests.get("generate", {}).get("exercises", {})
+        tok = manifests.get("tokenize", {})
+        mix = tok.get("mixtures", {}).get("all", {})
+        total_share = sum(ex.share for ex in design.exercises) or 1.0
+        for ex in design.exercises:
+            s = cur.get(ex.key, {})
+            data_stats.append(
+                {
+                    "exercise": ex.key,
+                    "capability": ex.capability,
+                    "records": gen.get(ex.key, {}).get("records", s.get("kept", 0)),
+                    "removed": sum(s.get("removed", {}).values()),
+                    "bytes": s.get("bytes", 0),
+                    "tokens": tok.get("tokens_per_exercise", {}).get(ex.key),
+                    "share_planned": ex.share / total_share,
+                    "share_actual": mix.get("share_actual", {}).get(ex.key),
+                    "distinct_2": s.get("distinct_2"),
+                    "compression_ratio": s.get("compression_ratio"),
+                }
+            )
+        samples = _samples(pipeline.stage_dir("curate"), [ex.key for ex in design.exercises])
+    metrics: list[dict[str, Any]] = []
+    generations: list[dict[str, Any]] = []
+    final: list[dict[str, Any]] | None = None
+    train_dir = pipeline.stage_dir("train")
+    if (train_dir / "metrics.jsonl").exists():
+        metrics = [
+            json.loads(line) for line in (train_dir / "metrics.jsonl").read_text().splitlines() if line
+        ]
+    if "train" in manifests:
+        final = manifests["train"].get("final_scores")
+        gen_path = train_dir / "generations.json"
+        if gen_path.exists():
+            generations = json.loads(gen_path.read_text())
+    out_path = out_path or pipeline.root / "report.html"
+    return render_report(
+        out_path,
+        title=f"pretrainlab report: {design.name}",
+        design=design.dump(),
+        data_stats=data_stats,
+        samples=samples,
+        metrics=metrics,
+        ledger=ledger_rows(manifests),
+        generations=generations,
+        final_scores=final,
+    )
