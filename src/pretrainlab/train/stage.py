@@ -1,0 +1,150 @@
+"""The train stage: build the model from the design, train it on the mixture shards phase by
+phase, and score every capability's probes from step 0."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pyarrow.parquet as pq
+import torch
+from rich.console import Console
+
+from pretrainlab.design import Design
+from pretrainlab.evaluate.probes import ProbeSet, greedy_answer
+from pretrainlab.tokenize.loader import TokenLoader
+from pretrainlab.tokenize.stage import mixture_name
+from pretrainlab.tokenize.tokenizer import EOS, load_tokenizer
+from pretrainlab.train.callbacks import Checkpointer, MetricsLogger, ProbeEval, ProgressBar
+from pretrainlab.train.model import GPT, ModelConfig
+from pretrainlab.train.trainer import Phase, TrainConfig, Trainer
+
+
+def model_config(design: Design, vocab_size: int) -> ModelConfig:
+    return ModelConfig.preset(
+        design.model.preset, vocab_size=vocab_size, seq_len=design.train.seq_len, **design.model.overrides()
+    )
+
+
+def sample_probes(probes: list[dict[str, Any]], per_group: int, seed: int) -> list[dict[str, Any]]:
+    """At most `per_group` probes per (capability, split, group), a seeded sample in a stable order."""
+    groups: dict[tuple[str, str, str], list[dict[str, Any]]] = {}
+    for p in probes:
+        meta = json.loads(p["meta"])
+        groups.setdefault((p["capability"], meta.get("split", "all"), str(meta.get("group"))), []).append(p)
+    rng = np.random.default_rng(seed)
+    out = []
+    for key in sorted(groups):
+        items = groups[key]
+        if len(items) > per_group:
+            items = [items[i] for i in np.sort(rng.choice(len(items), size=per_group, replace=False))]
+        out.extend(items)
+    return out
+
+
+def final_scores(metrics_path: Path) -> list[dict[str, Any]]:
+    """The last probe scores of each (capability, split, metric), overall (not per group)."""
+    last: dict[tuple[str, str, str], dict[str, Any]] = {}
+    for line in metrics_path.read_text().splitlines():
+        row = json.loads(line)
+        if row.get("kind") == "probe" and row.get("group") is None:
+            last[(row["capability"], row["split"], row["metric"])] = row
+    return [
+        {"capability": c, "split": s, "metric": m, "value": r["value"], "n": r["n"], "step": r["step"]}
+        for (c, s, m), r in sorted(last.items())
+    ]
+
+
+def sample_generations(model: GPT, tok, probes: list[dict[str, Any]], per_capability: int) -> list[dict]:
+    """Greedy answers of the final model to a few probes of each capability and split."""
+    picked: dict[tuple[str, str], list[dict[str, Any]]] = {}
+    for p in probes:
+        key = (p["capability"], json.loads(p["meta"]).get("split", "all"))
+        if len(picked.setdefault(key, [])) < per_capability:
+            picked[key].append(p)
+    rows = []
+    for (capability, split), items in sorted(picked.items()):
+        for p in items:
+            n_answer = len(tok.encode(p["answer"]).ids)
+            pred = greedy_answer(
+                model, tok, p["prompt"], max_new_tokens=n_answer + 4, eos_id=tok.token_to_id(EOS)
+            )
+            rows.append(
+                {
+                    "capability": capability,
+                    "split": split,
+                    "prompt": p["prompt"][-300:],
+                    "answer": p["answer"],
+                    "prediction": pred,
+                    "correct": pred.strip() == p["answer"].strip(),
+                }
+            )
+    return rows
+
+
+def run_train(design: Design, out: Path, inputs: dict, console: Console) -> dict[str, Any]:
+    tok_stage = inputs["tokenize"]
+    tok = load_tokenizer(tok_stage.dir / "tokenizer.json")
+    t = design.train
+    config = model_config(design, tok_stage.manifest["vocab_size"])
+    torch.manual_seed(design.seed)
+    model = GPT(config)
+    console.print(
+        f"  model: {model.num_params(non_embedding=False):,} parameters "
+        f"({model.num_params():,} non-embedding), preset {design.model.preset}"
+    )
+    phases = []
+    for i, phase in enumerate(t.phases):
+        shards = [tok_stage.dir / s for s in tok_stage.manifest["mixtures"][mixture_name(phase)]["shards"]]
+        loader = TokenLoader(shards, t.seq_len, t.batch, seed=design.seed + i)
+        phases.append(
+            Phase(name=phase.name, steps=phase.steps, batches=loader.batch, lr_scale=phase.lr_scale)
+        )
+
+    probes = pq.read_table(inputs["generate"].dir / "probes.parquet").to_pylist()
+    probes = sample_probes(probes, design.eval.max_probes, design.seed)
+    probe_set = ProbeSet(probes, tok, max_len=t.seq_len)
+    logger = MetricsLogger(out / "metrics.jsonl")
+    train_config = TrainConfig(
+        lr=t.lr,
+        warmup=t.warmup,
+        schedule=t.schedule,
+        min_lr_ratio=t.min_lr_ratio,
+        weight_decay=t.weight_decay,
+        betas=tuple(t.betas),
+        grad_clip=t.grad_clip,
+        grad_accum=t.grad_accum,
+        precision=t.precision,
+        compile=t.compile,
+        seed=design.seed,
+        checkpoint_every=t.checkpoint_every,
+        eval_every=design.eval.every,
+    )
+    callbacks = [
+        logger,
+        ProbeEval(probe_set, design.eval.every, logger, batch_size=design.eval.batch_size),
+        Checkpointer(t.checkpoint_every),
+        ProgressBar(),
+    ]
+    trainer = Trainer(model, train_config, phases, out, callbacks)
+    trainer.fit()
+    scores = final_scores(out / "metrics.jsonl")
+    generations = sample_generations(model, tok, probes, design.eval.samples)
+    (out / "generations.json").write_text(json.dumps(generations, indent=2) + "\n")
+    timing = dict(trainer.timing)
+    total = sum(timing.values()) or 1.0
+    return {
+        "model": {
+            "params": model.num_params(non_embedding=False),
+            "non_embedding_params": model.num_params(),
+            "config": config.__dict__,
+        },
+        "steps": trainer.global_step,
+        "tokens_seen": trainer.tokens_seen,
+        "final_scores": scores,
+        "timing": timing,
+        "eval_share": round(timing.get("eval_s", 0.0) / total, 4),
+        "ledger": {"tokens": trainer.tokens_seen, "flops": trainer.flops_seen},
+    }
