@@ -45,9 +45,8 @@ def comparable(rows: list[dict]) -> list[tuple]:
 
 def recall_design(tiny_design: dict) -> dict:
     tiny_design["exercises"][0].update(people=8, multiplicity=2, share=0.8)
-    tiny_design["train"]["phases"] = [{"name": "pretrain", "steps": 150}]
-    tiny_design["train"]["checkpoint_every"] = 50
-    tiny_design["eval"]["every"] = 50
+    tiny_design["train"].update(lr=5e-3, checkpoint_every=100, phases=[{"name": "pretrain", "steps": 400}])
+    tiny_design["eval"]["every"] = 100
     return tiny_design
 
 
