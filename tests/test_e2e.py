@@ -70,6 +70,11 @@ def test_run_learns_seen_people_and_reports(tmp_path, tiny_design):
     report = runs / "tiny" / "report.html"
     assert report.exists() and "person-facts" in report.read_text()
 
+    compared = cli("compare", str(design), "--runs", str(runs))
+    assert compared.returncode == 0 and "person-facts" in compared.stdout and "tiny" in compared.stdout
+    missing = cli("compare", str(design), "--runs", str(tmp_path / "elsewhere"))
+    assert missing.returncode == 1 and "no finished training run" in missing.stderr
+
     start = time.perf_counter()
     again = cli("run", str(design), "--runs", str(runs))
     assert again.returncode == 0

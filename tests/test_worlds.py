@@ -49,7 +49,7 @@ def test_same_seed_same_output_different_seed_different(kind):
 @pytest.mark.parametrize("kind", sorted(SMALL))
 def test_documents_and_probes_follow_the_contract(kind):
     world = make(kind)
-    assert world.generator == f"world:{kind}@1"
+    assert world.generator == f"world:{kind}@{type(world).version}"
     parts = {"biographies": {"bio", "qa"}, "khop": {"chain"}, "modarith": {"expr"}}[kind]
     for doc in world.documents():
         assert doc.params["part"] in parts
@@ -245,7 +245,7 @@ def test_khop_documents_are_one_cycle_and_answers_are_kth_successors():
             node = nxt[node]
         assert node == cycle[0] and sorted(seen) == sorted(cycle)  # a single cycle through all
         lines = doc.text.split("\n")
-        assert lines[:n] == [f"{x} {y}" for x, y in edges]
+        assert lines[:n] == [f"edge {x} {y}" for x, y in edges]
         assert len(lines) == n + 6
         for line, (k, x, z) in zip(lines[n:], queries, strict=True):
             assert line == f"? {k} {x} = {z}"
@@ -260,7 +260,11 @@ def test_khop_documents_are_one_cycle_and_answers_are_kth_successors():
 def _walk(prompt: str) -> tuple[int, str]:
     """Parse a k-hop probe prompt; return (k, the k-th successor computed from its edges)."""
     *edge_lines, query = prompt.split("\n")
-    nxt = dict(line.split(" ") for line in edge_lines)
+    nxt = {}
+    for line in edge_lines:
+        word, x, y = line.split(" ")
+        assert word == "edge"
+        nxt[x] = y
     m = re.fullmatch(r"\? (\d+) (\w+) =", query)
     assert m, query
     k, node = int(m.group(1)), m.group(2)

@@ -147,5 +147,29 @@ def run(design: Path, runs: Path = RUNS) -> None:
     console.print(f"report: {path}")
 
 
+@app.command()
+def compare(
+    designs: list[Path] = typer.Argument(..., help="Two or more design files."), runs: Path = RUNS
+) -> None:
+    """Final capability scores of several trained designs, side by side."""
+    columns: dict[str, dict[tuple[str, str, str], float]] = {}
+    for path in designs:
+        manifest = _pipeline(path, runs).finished().get("train")
+        if manifest is None:
+            err.print(f"[red]error[/red] {path} has no finished training run under {runs}; run it first")
+            raise typer.Exit(1)
+        columns[path.stem] = {
+            (r["capability"], r["split"], r["metric"]): r["value"] for r in manifest["final_scores"]
+        }
+    table = Table(title="Final capability scores", title_justify="left")
+    for col in ("capability", "split", "metric", *columns):
+        table.add_column(col, justify="right" if col in columns else "left")
+    keys = sorted({k for scores in columns.values() for k in scores})
+    for key in keys:
+        cells = [f"{scores[key]:.3f}" if key in scores else "-" for scores in columns.values()]
+        table.add_row(*key, *cells)
+    console.print(table)
+
+
 def main() -> None:
     app()

@@ -13,8 +13,11 @@ from pretrainlab.generate.worlds.base import Document, ProbeItem, World, WorldPa
 
 
 def chain_text(edges: list[list[str]], queries: list[list[Any]]) -> str:
-    """Edges `x y` one per line, then queries `? k x = z` one per line."""
-    lines = [f"{x} {y}" for x, y in edges]
+    """Edges `edge x y` one per line, then queries `? k x = z` one per line.
+
+    Every symbol follows a space, wherever it stands, so a byte-level BPE gives it the same
+    tokens in an edge and in a query (a line-initial symbol would be tokenized differently)."""
+    lines = [f"edge {x} {y}" for x, y in edges]
     lines += [f"? {k} {x} = {z}" for k, x, z in queries]
     return "\n".join(lines)
 
@@ -35,7 +38,7 @@ class KHop(World):
     """
 
     kind = "khop"
-    version = 1
+    version = 2  # 2: edges written `edge x y`
 
     class Params(WorldParams):
         symbols: tuple[int, int] = Field(
