@@ -110,3 +110,11 @@ def test_bios_of_one_person_spread_across_shards(tmp_path, tiny_design):
         gaps.extend(np.diff(where))
     assert min(gaps) >= 1
     assert np.mean(gaps) > len(docs) / 40, "a person's bios cluster together in the shard order"
+
+
+def test_new_world_version_means_new_data(tmp_path, tiny_design, monkeypatch):
+    from pretrainlab.generate.worlds.khop import KHop
+
+    before = pipeline(tiny_design, tmp_path).stage_hash("generate")
+    monkeypatch.setattr(KHop, "version", KHop.version + 1)
+    assert pipeline(tiny_design, tmp_path).stage_hash("generate") != before

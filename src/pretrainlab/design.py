@@ -104,7 +104,9 @@ class PhaseSection(Section):
 
 class TrainSection(Section):
     seq_len: int = Field(128, ge=8, description="Tokens per training window.")
-    batch: int = Field(64, ge=1, description="Windows per micro-batch; an optimizer step sees batch x grad_accum.")
+    batch: int = Field(
+        64, ge=1, description="Windows per micro-batch; an optimizer step sees batch x grad_accum."
+    )
     grad_accum: int = Field(1, ge=1, description="Micro-batches accumulated per optimizer step.")
     lr: float = Field(2e-3, gt=0, description="Peak learning rate.")
     warmup: int = Field(100, ge=0, description="Linear warm-up steps at the start of each phase.")

@@ -62,7 +62,9 @@ class Pipeline:
     def stage_config(self, stage: str) -> dict[str, Any]:
         d = self.design.dump()
         if stage == "generate":
-            return {"seed": d["seed"], "exercises": d["exercises"]}
+            # a world's version is part of the key: new world code means new data
+            versions = {ex.key: ex.world_class().version for ex in self.design.exercises}
+            return {"seed": d["seed"], "exercises": d["exercises"], "world_versions": versions}
         if stage == "curate":
             return d["curate"]
         if stage == "tokenize":

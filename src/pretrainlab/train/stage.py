@@ -142,6 +142,8 @@ def run_train(design: Design, out: Path, inputs: dict, console: Console) -> dict
             "config": config.__dict__,
         },
         "steps": trainer.global_step,
+        "precision": "bf16" if trainer.autocast_dtype == torch.bfloat16 else "fp32",
+        "device": str(trainer.device),
         "tokens_seen": trainer.tokens_seen,
         "final_scores": scores,
         "timing": timing,
