@@ -415,3 +415,11 @@ def test_docs_name_every_knob_and_show_real_output():
         assert f"```text\n{doc.text}\n```" in text
     probe = next(p for p in examples[1][0].probes() if p.meta["k"] == 3)
     assert json.dumps(probe.prompt) in text and json.dumps(probe.answer) in text
+
+
+def test_khop_pool_limits_the_symbols():
+    world = KHop({"documents": 50, "symbols": [4, 6], "pool": 10}, 3)
+    used = {s for doc in world.documents() for s in doc.params["cycle"]}
+    assert used <= set(vocab.SYMBOLS[:10])
+    with pytest.raises(ValidationError, match="pool"):
+        KHop.Params(symbols=[4, 8], pool=5)

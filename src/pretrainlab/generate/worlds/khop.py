@@ -51,6 +51,12 @@ class KHop(World):
         )
         documents: int = Field(20000, ge=1, description="Number of training documents.")
         queries_per_doc: int = Field(4, ge=1, description="Query lines per training document.")
+        pool: int | None = Field(
+            None,
+            ge=2,
+            description="Draw symbols from the first `pool` names of the symbol list (two-letter names "
+            "first); a small pool makes each symbol frequent, so BPE gives it one token. Default: all.",
+        )
         probes_per_hop: int = Field(100, ge=1, description="Probes for each hop count k.")
         probe_max_hops: int | None = Field(
             None, ge=1, description="Probes cover k = 1..probe_max_hops; default max_hops."
@@ -63,6 +69,8 @@ class KHop(World):
                 raise ValueError(
                     f"symbols must be [lo, hi] with 2 <= lo <= hi <= {len(vocab.SYMBOLS)}, got [{lo}, {hi}]"
                 )
+            if self.pool is not None and not hi <= self.pool <= len(vocab.SYMBOLS):
+                raise ValueError(f"pool must be between symbols[1]={hi} and {len(vocab.SYMBOLS)}, got {self.pool}")
             return self
 
         @property
@@ -77,7 +85,8 @@ class KHop(World):
     def _cycle(self, rng: random.Random) -> tuple[list[str], list[list[str]]]:
         """A random cycle (symbols in successor order) and its edges in random order."""
         lo, hi = self.params.symbols
-        cycle = rng.sample(vocab.SYMBOLS, rng.randint(lo, hi))
+        pool = vocab.SYMBOLS[: self.params.pool] if self.params.pool else vocab.SYMBOLS
+        cycle = rng.sample(pool, rng.randint(lo, hi))
         edges = [[x, cycle[(i + 1) % len(cycle)]] for i, x in enumerate(cycle)]
         rng.shuffle(edges)
         return cycle, edges
