@@ -45,8 +45,11 @@ class Timer(Callback):
 
 def make_model(args: argparse.Namespace) -> GPT:
     seed_everything(0)
-    return GPT(ModelConfig(vocab_size=args.vocab, seq_len=args.seq, layers=args.layers, width=args.width,
-                           heads=args.heads))
+    return GPT(
+        ModelConfig(
+            vocab_size=args.vocab, seq_len=args.seq, layers=args.layers, width=args.width, heads=args.heads
+        )
+    )
 
 
 def run_trainer(args: argparse.Namespace, batches: list[tuple[Tensor, Tensor]]) -> float:
@@ -65,8 +68,10 @@ def run_plain(args: argparse.Namespace, batches: list[tuple[Tensor, Tensor]]) ->
     model = make_model(args)
     model.train()
     params = list(model.parameters())
-    groups = [{"params": [p for p in params if p.dim() >= 2], "weight_decay": 0.1},
-              {"params": [p for p in params if p.dim() < 2], "weight_decay": 0.0}]
+    groups = [
+        {"params": [p for p in params if p.dim() >= 2], "weight_decay": 0.1},
+        {"params": [p for p in params if p.dim() < 2], "weight_decay": 0.0},
+    ]
     optimizer = torch.optim.AdamW(groups, lr=2e-3, betas=(0.9, 0.98), fused=True)
     total = args.warmup_steps + args.steps
     t0 = 0.0
@@ -122,10 +127,12 @@ def main() -> None:
         batches.append((seq[:, :-1], seq[:, 1:]))
     model = make_model(args)
     tokens = args.steps * args.batch * args.seq
-    print(f"model: {args.layers} layers, d={args.width}, {args.heads} heads, vocab {args.vocab}, "
-          f"seq {args.seq}, batch {args.batch}; {model.num_params():,} non-embedding params; "
-          f"precision {args.precision} -> {dtype_name}; torch {torch.__version__}, "
-          f"{torch.get_num_threads()} threads")
+    print(
+        f"model: {args.layers} layers, d={args.width}, {args.heads} heads, vocab {args.vocab}, "
+        f"seq {args.seq}, batch {args.batch}; {model.num_params():,} non-embedding params; "
+        f"precision {args.precision} -> {dtype_name}; torch {torch.__version__}, "
+        f"{torch.get_num_threads()} threads"
+    )
 
     rates: dict[str, list[float]] = {"trainer": [], "plain": []}
     for r in range(args.repeats):
@@ -135,8 +142,10 @@ def main() -> None:
 
     peak = matmul_peak(args.dtype)
     fpt = model.flops_per_token()
-    print(f"matmul peak ({dtype_name}, best of 1024x1024 @ 1024x1024): {peak / 1e9:,.0f} GFLOP/s; "
-          f"model {fpt / 1e6:.2f} MFLOP per token (6N + 12LdT)")
+    print(
+        f"matmul peak ({dtype_name}, best of 1024x1024 @ 1024x1024): {peak / 1e9:,.0f} GFLOP/s; "
+        f"model {fpt / 1e6:.2f} MFLOP per token (6N + 12LdT)"
+    )
     for name, values in rates.items():
         median = statistics.median(values)
         print(f"{name:8s} median {median:10,.0f} tokens/s   MFU {fpt * median / peak:6.1%}")

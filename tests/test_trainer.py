@@ -93,8 +93,16 @@ class CopyProbes:
         with torch.autocast("cpu", dtype=autocast_dtype or torch.float32, enabled=autocast_dtype is not None):
             logits, _ = model(self.x)
         acc = (logits.argmax(-1) == self.y).float().mean().item()
-        return [{"capability": "count", "split": "test", "group": None, "metric": "acc", "value": acc,
-                 "n": self.y.numel()}]
+        return [
+            {
+                "capability": "count",
+                "split": "test",
+                "group": None,
+                "metric": "acc",
+                "value": acc,
+                "n": self.y.numel(),
+            }
+        ]
 
 
 class Recorder(Callback):
@@ -229,8 +237,17 @@ def test_checkpoint_is_a_plain_dict_that_round_trips(tmp_path: Path) -> None:
     assert latest_checkpoint(ckpt_dir) == ckpt_dir / "step_0000010.pt"
     assert (ckpt_dir / "latest").read_text().strip() == "step_0000010.pt"
     state = load_checkpoint(ckpt_dir / "step_0000010.pt")  # weights_only: plain types only
-    assert {"model", "optimizer", "config", "global_step", "phase_index", "phase_step", "tokens_seen",
-            "flops_seen", "rng"} <= state.keys()
+    assert {
+        "model",
+        "optimizer",
+        "config",
+        "global_step",
+        "phase_index",
+        "phase_step",
+        "tokens_seen",
+        "flops_seen",
+        "rng",
+    } <= state.keys()
     assert state["global_step"] == 10 and state["config"]["model"]["width"] == 32
     assert state["config"]["train"]["checkpoint_every"] == 3
     assert set(state["rng"]) >= {"torch", "numpy", "python"}
@@ -257,8 +274,10 @@ def resume_run(
 ) -> Trainer:
     """The run of the resume test: two phases on TokenLoader data, probes every 4 steps."""
     shards = sorted(shard_dir.glob("*.ds"))
-    phases = [Phase("a", 12, TokenLoader(shards, SEQ, BATCH, seed=0).batch),
-              Phase("b", 8, TokenLoader(shards, SEQ, BATCH, seed=1).batch, lr_scale=0.3)]
+    phases = [
+        Phase("a", 12, TokenLoader(shards, SEQ, BATCH, seed=0).batch),
+        Phase("b", 8, TokenLoader(shards, SEQ, BATCH, seed=1).batch, lr_scale=0.3),
+    ]
     config = TrainConfig(lr=1e-2, warmup=3, log_every=1, checkpoint_every=5, precision=precision)
     logger = MetricsLogger()
     callbacks = [Checkpointer(), ProbeEval(probes, 4, logger), logger, *extra]  # they sort themselves
@@ -286,8 +305,12 @@ def test_resume_after_sigkill_equals_the_uninterrupted_run(tmp_path: Path, preci
     whole.fit()
 
     killed = tmp_path / "killed"
-    proc = subprocess.run([sys.executable, __file__, str(killed), str(shard_dir), precision, "13"],
-                          capture_output=True, text=True, timeout=120)
+    proc = subprocess.run(
+        [sys.executable, __file__, str(killed), str(shard_dir), precision, "13"],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert proc.returncode == -signal.SIGKILL, proc.stderr
     assert latest_checkpoint(killed / "checkpoints") == killed / "checkpoints" / "step_0000010.pt"
     assert max(r["step"] for r in read_rows(killed / "metrics.jsonl")) == 13  # rows past the checkpoint
@@ -311,8 +334,9 @@ def test_probe_eval_scores_the_untrained_model_first(tmp_path: Path) -> None:
     initial = model.wte.weight.detach().clone()
     logger = MetricsLogger()
     config = TrainConfig(lr=1e-2, warmup=2, precision="fp32", log_every=2)
-    trainer = Trainer(model, config, [Phase("p", 5, counting_batches(1))], tmp_path,
-                      [ProbeEval(probes, 2, logger), logger])
+    trainer = Trainer(
+        model, config, [Phase("p", 5, counting_batches(1))], tmp_path, [ProbeEval(probes, 2, logger), logger]
+    )
     trainer.fit()
     assert torch.equal(probes.seen_weights[0], initial)
     rows = read_rows(tmp_path / "metrics.jsonl")
@@ -331,8 +355,17 @@ if __name__ == "__main__":
 def test_probe_eval_with_a_real_probe_set(tmp_path: Path) -> None:
     texts = [f"the {thing} is {color}" for thing in ("zorp", "quaff", "mirlo") for color in ("red", "blue")]
     tok = train_bpe(texts * 20, vocab_size=300)
-    probes = [make_probe(f"the {thing} is", " red", exercise="color_qa", capability="color",
-                         meta={"split": "train"}, choices=[" red", " blue"]) for thing in ("zorp", "quaff")]
+    probes = [
+        make_probe(
+            f"the {thing} is",
+            " red",
+            exercise="color_qa",
+            capability="color",
+            meta={"split": "train"},
+            choices=[" red", " blue"],
+        )
+        for thing in ("zorp", "quaff")
+    ]
     probe_set = ProbeSet(probes, tok, max_len=SEQ)
     logger = MetricsLogger()
     vocab = tok.get_vocab_size()

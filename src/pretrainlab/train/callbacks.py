@@ -141,11 +141,19 @@ class ProbeEval(Callback):
         start = time.perf_counter()
         trainer.model.eval()
         with torch.no_grad():
-            rows = self.probe_set.score(trainer.model, batch_size=self.batch_size, device=trainer.device,
-                                        autocast_dtype=trainer.autocast_dtype)
+            rows = self.probe_set.score(
+                trainer.model,
+                batch_size=self.batch_size,
+                device=trainer.device,
+                autocast_dtype=trainer.autocast_dtype,
+            )
         trainer.model.train()
-        head = {"kind": "probe", "step": trainer.global_step, "tokens": trainer.tokens_seen,
-                "flops": trainer.flops_seen}
+        head = {
+            "kind": "probe",
+            "step": trainer.global_step,
+            "tokens": trainer.tokens_seen,
+            "flops": trainer.flops_seen,
+        }
         for row in rows:
             self.logger.write({**head, **row})
         trainer.timing["eval_s"] += time.perf_counter() - start
@@ -187,19 +195,27 @@ class ProgressBar(Callback):
 
     def on_train_start(self, trainer: Trainer) -> None:
         self._progress = Progress(
-            TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(),
-            TextColumn("loss {task.fields[loss]:.4f}  {task.fields[tps]:,.0f} tok/s"), TimeRemainingColumn(),
+            TextColumn("[bold]{task.description}"),
+            BarColumn(),
+            MofNCompleteColumn(),
+            TextColumn("loss {task.fields[loss]:.4f}  {task.fields[tps]:,.0f} tok/s"),
+            TimeRemainingColumn(),
             disable=not get_console().is_terminal,
         )
-        self._task = self._progress.add_task("train", total=trainer.total_steps,
-                                             completed=trainer.global_step, loss=float("nan"), tps=0.0)
+        self._task = self._progress.add_task(
+            "train", total=trainer.total_steps, completed=trainer.global_step, loss=float("nan"), tps=0.0
+        )
         self._progress.start()
 
     def on_step_end(self, trainer: Trainer, logs: dict[str, Any]) -> None:
         if self._progress is not None:
-            self._progress.update(self._task, completed=trainer.global_step, loss=logs["loss"],
-                                  tps=logs["tokens"] / max(logs["step_s"], 1e-9),
-                                  description=trainer.phases[trainer.phase_index].name)
+            self._progress.update(
+                self._task,
+                completed=trainer.global_step,
+                loss=logs["loss"],
+                tps=logs["tokens"] / max(logs["step_s"], 1e-9),
+                description=trainer.phases[trainer.phase_index].name,
+            )
 
     def on_train_end(self, trainer: Trainer) -> None:
         if self._progress is not None:

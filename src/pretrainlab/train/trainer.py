@@ -66,8 +66,10 @@ class TrainConfig:
 
     def __post_init__(self) -> None:
         self.betas = tuple(self.betas)  # type: ignore[assignment]  # a list after a JSON/YAML round trip
-        allowed: dict[str, tuple[str, ...]] = {"schedule": ("cosine", "wsd", "constant"),
-                                               "precision": ("auto", "bf16", "fp32")}
+        allowed: dict[str, tuple[str, ...]] = {
+            "schedule": ("cosine", "wsd", "constant"),
+            "precision": ("auto", "bf16", "fp32"),
+        }
         for name, choices in allowed.items():
             value = getattr(self, name)
             if value not in choices:
@@ -199,15 +201,27 @@ class Trainer:
             self.phase_step = 0
         for cb in self.callbacks:
             cb.on_train_end(self)
-        log.info("trained %d steps, %d tokens; time %s, eval share %.1f%%", self.global_step,
-                 self.tokens_seen, {k: round(v, 1) for k, v in self.timing.items()}, 100 * self.eval_share)
+        log.info(
+            "trained %d steps, %d tokens; time %s, eval share %.1f%%",
+            self.global_step,
+            self.tokens_seen,
+            {k: round(v, 1) for k, v in self.timing.items()},
+            100 * self.eval_share,
+        )
 
     def _step(self, phase: Phase) -> dict[str, Any]:
         """One optimizer update of `phase` at phase_step; returns the step's logs."""
         start = time.perf_counter()
         cfg = self.config
-        lr = lr_at(self.phase_step, phase.steps, cfg.lr * phase.lr_scale, cfg.warmup, cfg.schedule,
-                   cfg.min_lr_ratio, cfg.decay_frac)
+        lr = lr_at(
+            self.phase_step,
+            phase.steps,
+            cfg.lr * phase.lr_scale,
+            cfg.warmup,
+            cfg.schedule,
+            cfg.min_lr_ratio,
+            cfg.decay_frac,
+        )
         for group in self.optimizer.param_groups:
             group["lr"] = lr
         loss_sum = torch.zeros((), device=self.device)
@@ -233,8 +247,13 @@ class Trainer:
         self.flops_seen += flops
         step_s = time.perf_counter() - start
         self.timing["train_s"] += step_s
-        return {"loss": self.last_loss, "lr": lr, "grad_norm": grad_norm.item(), "tokens": tokens,
-                "step_s": step_s}
+        return {
+            "loss": self.last_loss,
+            "lr": lr,
+            "grad_norm": grad_norm.item(),
+            "tokens": tokens,
+            "step_s": step_s,
+        }
 
     def state_dict(self) -> dict[str, Any]:
         """The checkpoint: a plain dict of tensors, numbers, strings and containers (see `checkpoint`)."""
@@ -254,8 +273,11 @@ class Trainer:
     def load_state_dict(self, state: dict[str, Any]) -> None:
         """Restore weights, optimizer, counters and generator states from a `state_dict`."""
         saved, current = state["config"]["model"], asdict(self.model.config)
-        differing = {k: (saved.get(k), current.get(k)) for k in sorted(saved.keys() | current.keys())
-                     if saved.get(k) != current.get(k)}
+        differing = {
+            k: (saved.get(k), current.get(k))
+            for k in sorted(saved.keys() | current.keys())
+            if saved.get(k) != current.get(k)
+        }
         if differing:
             raise ValueError(f"checkpoint and model differ, (checkpoint, model) by field: {differing}")
         self.model.load_state_dict(state["model"])

@@ -70,7 +70,9 @@ class KHop(World):
                     f"symbols must be [lo, hi] with 2 <= lo <= hi <= {len(vocab.SYMBOLS)}, got [{lo}, {hi}]"
                 )
             if self.pool is not None and not hi <= self.pool <= len(vocab.SYMBOLS):
-                raise ValueError(f"pool must be between symbols[1]={hi} and {len(vocab.SYMBOLS)}, got {self.pool}")
+                raise ValueError(
+                    f"pool must be between symbols[1]={hi} and {len(vocab.SYMBOLS)}, got {self.pool}"
+                )
             return self
 
         @property
