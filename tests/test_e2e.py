@@ -75,11 +75,9 @@ def test_run_learns_seen_people_and_reports(tmp_path, tiny_design):
     missing = cli("compare", str(design), "--runs", str(tmp_path / "elsewhere"))
     assert missing.returncode == 1 and "no finished training run" in missing.stderr
 
-    start = time.perf_counter()
     again = cli("run", str(design), "--runs", str(runs))
     assert again.returncode == 0
     assert again.stderr.count("cached") == 4
-    assert time.perf_counter() - start < 60  # generous: caching, not speed, is what is checked
 
 
 def test_kill_dash_nine_mid_training_resumes_exactly(tmp_path, tiny_design):
