@@ -170,9 +170,6 @@ class Design(Section):
             seen.add(ex.key)
         return self
 
-    def exercise(self, key: str) -> Exercise:
-        return next(ex for ex in self.exercises if ex.key == key)
-
     def dump(self) -> dict[str, Any]:
         return self.model_dump(mode="json")
 

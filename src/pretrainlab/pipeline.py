@@ -90,9 +90,9 @@ class Pipeline:
         return self.root / stage / self.stage_hash(stage)
 
     # -- running -------------------------------------------------------------------------
-    def run_stage(self, stage: str, force: bool = False) -> StageResult:
+    def run_stage(self, stage: str) -> StageResult:
         """Run one stage (and, first, any unfinished stage it depends on)."""
-        if stage in self.results and not force:
+        if stage in self.results:
             return self.results[stage]
         self._save_design()
         idx = STAGES.index(stage)
@@ -100,7 +100,7 @@ class Pipeline:
         h = self.stage_hash(stage)
         out = self.root / stage / h
         manifest = read_manifest(out)
-        if manifest is not None and not force:
+        if manifest is not None:
             self.console.print(f"[dim]{stage:<9} cached    {out}[/dim]")
             result = StageResult(stage, h, out, manifest, cached=True)
             self.results[stage] = result

@@ -141,12 +141,6 @@ class ParquetWriter:
             self.tmp.unlink(missing_ok=True)
 
 
-def write_table(path: Path, rows: list[dict[str, Any]], schema: pa.Schema) -> Path:
-    with ParquetWriter(path, schema) as w:
-        w.write_many(rows)
-    return Path(path)
-
-
 def read_rows(paths: Path | Iterable[Path], columns: list[str] | None = None) -> Iterator[dict[str, Any]]:
     """Yield rows (dicts) from one or more Parquet files, in file order."""
     if isinstance(paths, (str, Path)):
