@@ -73,8 +73,10 @@ def schema(
 
 def _stage_command(stage: str, doc: str):
     def command(design: Path, runs: Path = RUNS) -> None:
-        result = _pipeline(design, runs).run_stage(stage)
-        console.print(str(result.dir))
+        pipeline = _pipeline(design, runs)
+        result = pipeline.run_stage(stage)
+        if pipeline.dist.is_main:
+            console.print(str(result.dir))
 
     command.__doc__ = doc
     return command
@@ -105,6 +107,30 @@ def report(
 
 
 @app.command()
+def export(
+    run: Path = typer.Argument(..., help="A run name, a run directory runs/NAME, or a design file."),
+    fmt: str = typer.Option("hf", "--format", help="Output format: hf (a transformers model folder)."),
+    out: Path | None = typer.Option(None, "--out", help="Output folder (default runs/NAME/export-hf)."),
+    runs: Path = RUNS,
+) -> None:
+    """Export the trained model of a finished run for other tools (transformers, --format hf)."""
+    from pretrainlab.export import ExportError, export_hf
+
+    if fmt != "hf":
+        err.print(f"[red]error[/red] --format {fmt!r}: the only format is 'hf'", highlight=False)
+        raise typer.Exit(1)
+    if run.is_file():
+        source = _pipeline(run, runs).stage_dir("train")
+    else:
+        source = runs / run if run.parent == Path(".") and (runs / run).is_dir() else run
+    try:
+        console.print(str(export_hf(source, out)), soft_wrap=True)
+    except ExportError as e:
+        err.print(f"[red]error[/red] {e}", highlight=False)
+        raise typer.Exit(1) from None
+
+
+@app.command()
 def run(design: Path, runs: Path = RUNS) -> None:
     """Run every stage (re-using finished ones), write the report, print scores and costs."""
     from pretrainlab.ledger import ledger_rows, split_totals
@@ -112,6 +138,8 @@ def run(design: Path, runs: Path = RUNS) -> None:
 
     pipeline = _pipeline(design, runs)
     results = pipeline.run("train")
+    if not pipeline.dist.is_main:  # under torchrun, rank 0 reports
+        return
     path = build_report(pipeline)
 
     scores = Table(title="Final capability scores", title_justify="left")
@@ -172,4 +200,9 @@ def compare(
 
 
 def main() -> None:
-    app()
+    from pretrainlab.train.distributed import shutdown
+
+    try:
+        app()
+    finally:
+        shutdown()

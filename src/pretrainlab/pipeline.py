@@ -3,6 +3,9 @@
 A stage's directory is ``runs/<design>/<stage>/<hash>/`` where the hash covers the stage's own
 config, the hashes of its inputs and the stage's code version. A stage is finished when its
 ``manifest.json`` exists; it is written last, atomically.
+
+Under torchrun (see `train.distributed`) rank 0 runs the data stages while the other ranks wait at a
+barrier, every rank runs the train stage, and rank 0 alone writes manifests and the design copy.
 """
 
 from __future__ import annotations
@@ -22,6 +25,7 @@ from pretrainlab import __version__
 from pretrainlab.design import Design
 from pretrainlab.generate.records import content_id, dumps
 from pretrainlab.ledger import measure
+from pretrainlab.train.distributed import context
 
 # Bump a stage's version when its output for the same config changes.
 STAGE_VERSIONS = {"generate": 1, "curate": 1, "tokenize": 1, "train": 1}
@@ -55,7 +59,10 @@ class Pipeline:
     def __init__(self, design: Design, runs_root: Path | str = "runs", console: Console | None = None):
         self.design = design
         self.root = Path(runs_root) / design.name
+        self.dist = context()
         self.console = console or Console(stderr=True)
+        if not self.dist.is_main:
+            self.console = Console(stderr=True, quiet=True)
         self.results: dict[str, StageResult] = {}
 
     # -- stage configs: what each stage's hash covers ------------------------------------
@@ -99,20 +106,38 @@ class Pipeline:
         inputs = [self.run_stage(s) for s in STAGES[:idx]]
         h = self.stage_hash(stage)
         out = self.root / stage / h
-        manifest = read_manifest(out)
+        manifest = self.dist.agree(read_manifest(out))  # rank 0 decides, so all ranks take one path
         if manifest is not None:
             self.console.print(f"[dim]{stage:<9} cached    {out}[/dim]")
             result = StageResult(stage, h, out, manifest, cached=True)
             self.results[stage] = result
             return result
         body = _stage_body(stage)
-        if out.exists() and not body.resumable:
-            shutil.rmtree(out)  # unfinished output of a killed run: start over
-        out.mkdir(parents=True, exist_ok=True)
-        (out / MANIFEST).unlink(missing_ok=True)
+        inputs_by_stage = {r.stage: r for r in inputs}
+        if self.dist.is_main or body.distributed:
+            manifest = self._execute(stage, body, out, inputs_by_stage)
+        manifest = self.dist.agree(manifest)
+        result = StageResult(stage, h, out, manifest, cached=False)
+        self.results[stage] = result
+        return result
+
+    def _execute(
+        self, stage: str, body: StageBody, out: Path, inputs: dict[str, StageResult]
+    ) -> dict[str, Any] | None:
+        """Run a stage's body into `out`; return its manifest (written on rank 0 only, else None)."""
+        h = out.name
+        if self.dist.is_main:
+            if out.exists() and not body.resumable:
+                shutil.rmtree(out)  # unfinished output of a killed run: start over
+            out.mkdir(parents=True, exist_ok=True)
+            (out / MANIFEST).unlink(missing_ok=True)
+        if body.distributed:
+            self.dist.barrier()  # the other ranks wait for the folder
         self.console.print(f"[bold]{stage:<9}[/bold] running   {out}")
         with measure() as usage:
-            produced = body.run(self.design, out, {r.stage: r for r in inputs}, self.console)
+            produced = body.run(self.design, out, inputs, self.console)
+        if not self.dist.is_main:
+            return None
         ledger = {**produced.pop("ledger", {}), **usage.as_dict()}
         manifest = {
             "stage": stage,
@@ -120,7 +145,7 @@ class Pipeline:
             "version": STAGE_VERSIONS[stage],
             "pretrainlab": __version__,
             "config": self.stage_config(stage),
-            "inputs": {r.stage: r.hash for r in inputs},
+            "inputs": {s: r.hash for s, r in inputs.items()},
             **produced,
             "ledger": ledger,
         }
@@ -129,12 +154,12 @@ class Pipeline:
         self.console.print(
             f"[green]{stage:<9} done[/green]      {usage.wall_s:.1f}s wall, {usage.cpu_s:.1f}s CPU"
         )
-        result = StageResult(stage, h, out, manifest, cached=False)
-        self.results[stage] = result
-        return result
+        return manifest
 
     def _save_design(self) -> None:
         """Keep the validated design beside its runs, so `pretrainlab report runs/NAME` can find it."""
+        if not self.dist.is_main:
+            return
         self.root.mkdir(parents=True, exist_ok=True)
         path = self.root / "design.yaml"
         text = yaml.safe_dump(self.design.dump(), sort_keys=False)
@@ -158,7 +183,8 @@ class Pipeline:
 @dataclass
 class StageBody:
     run: Callable[..., dict[str, Any]]
-    resumable: bool = False
+    resumable: bool = False  # a killed run's output is kept and continued, not wiped
+    distributed: bool = False  # every rank runs it under torchrun (else rank 0 alone)
 
 
 def _stage_body(stage: str) -> StageBody:
@@ -177,5 +203,5 @@ def _stage_body(stage: str) -> StageBody:
     if stage == "train":
         from pretrainlab.train.stage import run_train
 
-        return StageBody(run_train, resumable=True)
+        return StageBody(run_train, resumable=True, distributed=True)
     raise KeyError(stage)

@@ -18,6 +18,7 @@ from pretrainlab.tokenize.loader import TokenLoader
 from pretrainlab.tokenize.stage import mixture_name
 from pretrainlab.tokenize.tokenizer import EOS, load_tokenizer
 from pretrainlab.train.callbacks import Checkpointer, MetricsLogger, ProbeEval, ProgressBar
+from pretrainlab.train.distributed import context
 from pretrainlab.train.model import GPT, ModelConfig
 from pretrainlab.train.trainer import Phase, TrainConfig, Trainer
 
@@ -84,7 +85,19 @@ def sample_generations(model: GPT, tok, probes: list[dict[str, Any]], per_capabi
     return rows
 
 
+def per_rank_batch(batch: int, world_size: int) -> int:
+    """Each rank's share of the design's batch, which the world size must divide."""
+    if batch % world_size:
+        raise ValueError(
+            f"train.batch={batch} does not split evenly over {world_size} processes; "
+            f"use a multiple of {world_size}"
+        )
+    return batch // world_size
+
+
 def run_train(design: Design, out: Path, inputs: dict, console: Console) -> dict[str, Any]:
+    """Train (on every rank under torchrun); the returned manifest fields are rank 0's."""
+    dist = context()
     tok_stage = inputs["tokenize"]
     tok = load_tokenizer(tok_stage.dir / "tokenizer.json")
     t = design.train
@@ -94,11 +107,15 @@ def run_train(design: Design, out: Path, inputs: dict, console: Console) -> dict
     console.print(
         f"  model: {model.num_params(non_embedding=False):,} parameters "
         f"({model.num_params():,} non-embedding), preset {design.model.preset}"
+        + (f", {dist.world_size} processes ({dist.backend})" if dist.enabled else "")
     )
+    batch = per_rank_batch(t.batch, dist.world_size)
     phases = []
     for i, phase in enumerate(t.phases):
         shards = [tok_stage.dir / s for s in tok_stage.manifest["mixtures"][mixture_name(phase)]["shards"]]
-        loader = TokenLoader(shards, t.seq_len, t.batch, seed=design.seed + i)
+        loader = TokenLoader(
+            shards, t.seq_len, batch, seed=design.seed + i, rank=dist.rank, world_size=dist.world_size
+        )
         phases.append(
             Phase(name=phase.name, steps=phase.steps, batches=loader.batch, lr_scale=phase.lr_scale)
         )
@@ -128,8 +145,12 @@ def run_train(design: Design, out: Path, inputs: dict, console: Console) -> dict
         Checkpointer(t.checkpoint_every),
         ProgressBar(),
     ]
-    trainer = Trainer(model, train_config, phases, out, callbacks)
+    trainer = Trainer(model, train_config, phases, out, callbacks if dist.is_main else [], dist=dist)
     trainer.fit()
+    if trainer.resumed_step is not None:
+        console.print(f"  resumed from the checkpoint at step {trainer.resumed_step}")
+    if not dist.is_main:
+        return {}
     scores = final_scores(out / "metrics.jsonl")
     generations = sample_generations(model, tok, probes, design.eval.samples)
     (out / "generations.json").write_text(json.dumps(generations, indent=2) + "\n")
@@ -144,6 +165,7 @@ def run_train(design: Design, out: Path, inputs: dict, console: Console) -> dict
         "steps": trainer.global_step,
         "precision": "bf16" if trainer.autocast_dtype == torch.bfloat16 else "fp32",
         "device": str(trainer.device),
+        "world_size": dist.world_size,
         "tokens_seen": trainer.tokens_seen,
         "final_scores": scores,
         "timing": timing,

@@ -7,6 +7,12 @@ update `s` of a phase sums gradients over micro-batches `phase.batches(s * k + m
 so a phase's `batches` is asked for `steps * k` distinct indices and each should hold 1/k of the
 tokens of a full batch.
 
+Distributed. Given a `DistContext` with world_size > 1 (see `distributed`), the model trains under
+DistributedDataParallel: each rank's `batches` yields its own slice of the global batch, gradients
+are averaged across ranks (synchronised only on the last micro-batch of an update), and the logged
+loss, tokens and FLOPs are global. Only the callbacks given to a rank run there; the train stage gives
+metrics, evaluation and checkpoints to rank 0 alone.
+
 Resume. `fit` loads the latest checkpoint in out_dir/checkpoints, if any, and continues from it.
 Batches are a function of the step index and dropout is zero, so on CPU the resumed losses equal an
 uninterrupted run's bit for bit.
@@ -29,6 +35,7 @@ from torch import Tensor
 
 from pretrainlab.train.callbacks import Callback
 from pretrainlab.train.checkpoint import latest_checkpoint, load_checkpoint, rng_state, set_rng_state
+from pretrainlab.train.distributed import DistContext
 from pretrainlab.train.model import GPT
 from pretrainlab.train.schedule import lr_at
 
@@ -139,6 +146,7 @@ class Trainer:
         phases: Sequence[Phase],
         out_dir: Path,
         callbacks: Sequence[Callback] = (),
+        dist: DistContext | None = None,
     ) -> None:
         if not phases:
             raise ValueError("phases: expected at least one Phase")
@@ -150,12 +158,19 @@ class Trainer:
         self.phases = list(phases)
         self.out_dir = Path(out_dir)
         self.callbacks = sorted(callbacks, key=lambda cb: cb.order)
-        self.device = resolve_device(config.device)
+        self.dist = dist or DistContext()
+        self.device = self.dist.device() if self.dist.backend == "nccl" else resolve_device(config.device)
         self.model = model.to(self.device)
         self.autocast_dtype = resolve_autocast_dtype(config.precision, self.device)
         self.optimizer = build_optimizer(self.model, config)
         self._params = [p for group in self.optimizer.param_groups for p in group["params"]]
-        self._forward = torch.compile(self.model) if config.compile else self.model
+        self._ddp: torch.nn.parallel.DistributedDataParallel | None = None
+        forward: torch.nn.Module = self.model
+        if self.dist.enabled:
+            device_ids = [self.device.index] if self.device.type == "cuda" else None
+            self._ddp = torch.nn.parallel.DistributedDataParallel(self.model, device_ids=device_ids)
+            forward = self._ddp
+        self._forward = torch.compile(forward) if config.compile else forward
         self.global_step = 0
         self.phase_index = 0
         self.phase_step = 0
@@ -230,17 +245,20 @@ class Trainer:
             x, y = phase.batches(self.phase_step * cfg.grad_accum + micro)
             x = x.to(self.device, non_blocking=True)
             y = y.to(self.device, non_blocking=True)
-            with self.autocast():
-                _, loss = self._forward(x, y)
-            (loss / cfg.grad_accum).backward()
+            last_micro = micro == cfg.grad_accum - 1
+            sync = self._ddp.no_sync() if self._ddp is not None and not last_micro else nullcontext()
+            with sync:
+                with self.autocast():
+                    _, loss = self._forward(x, y)
+                (loss / cfg.grad_accum).backward()
             loss_sum += loss.detach()
-            tokens += x.numel()
-            flops += self.model.flops_per_token(x.shape[1]) * x.numel()
+            tokens += x.numel() * self.dist.world_size
+            flops += self.model.flops_per_token(x.shape[1]) * x.numel() * self.dist.world_size
         max_norm = cfg.grad_clip if cfg.grad_clip > 0 else float("inf")
         grad_norm = torch.nn.utils.clip_grad_norm_(self._params, max_norm)
         self.optimizer.step()
         self.optimizer.zero_grad(set_to_none=True)
-        self.last_loss = loss_sum.item() / cfg.grad_accum
+        self.last_loss = self.dist.mean(loss_sum).item() / cfg.grad_accum
         self.global_step += 1
         self.phase_step += 1
         self.tokens_seen += tokens
