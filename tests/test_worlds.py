@@ -248,7 +248,7 @@ def test_khop_documents_are_one_cycle_and_answers_are_kth_successors():
         assert lines[:n] == [f"edge {x} {y}" for x, y in edges]
         assert len(lines) == n + 6
         for line, (k, x, z) in zip(lines[n:], queries, strict=True):
-            assert line == f"? {k} {x} = {z}"
+            assert line == f"? {k} {x} {z}"
             node = x
             for _ in range(k):
                 node = nxt[node]
@@ -265,7 +265,7 @@ def _walk(prompt: str) -> tuple[int, str]:
         word, x, y = line.split(" ")
         assert word == "edge"
         nxt[x] = y
-    m = re.fullmatch(r"\? (\d+) (\w+) =", query)
+    m = re.fullmatch(r"\? (\d+) (\w+)", query)
     assert m, query
     k, node = int(m.group(1)), m.group(2)
     for _ in range(k):

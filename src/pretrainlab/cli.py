@@ -130,6 +130,106 @@ def export(
         raise typer.Exit(1) from None
 
 
+@app.command("eval")
+def eval_(
+    run: Path = typer.Argument(..., help="A run name, a run directory runs/NAME, or a design file."),
+    harness: bool = typer.Option(
+        False, "--harness", help="Score the probes with lm-evaluation-harness on the HF export first."
+    ),
+    batch_size: int = typer.Option(32, "--batch-size", help="lm-eval batch size (1: no padding at all)."),
+    device: str | None = typer.Option(
+        None, "--device", help="lm-eval device (default: cuda if any, else cpu)."
+    ),
+    runs: Path = RUNS,
+) -> None:
+    """In-loop probe scores of the final step beside lm-evaluation-harness scores of the same probes."""
+    from rich.markup import escape
+
+    from pretrainlab.evaluate.harness import (
+        INSTALL_HINT,
+        HarnessError,
+        comparison,
+        evaluate_harness,
+        lm_eval_available,
+        read_metrics,
+        read_summary,
+    )
+    from pretrainlab.export import ExportError
+    from pretrainlab.export.hf import train_stage_dir
+
+    if harness and not lm_eval_available():
+        err.print(
+            f"[red]error[/red] lm-evaluation-harness is not installed: {escape(INSTALL_HINT)}", soft_wrap=True
+        )
+        raise typer.Exit(1)
+    if run.is_file():
+        source = _pipeline(run, runs).stage_dir("train")
+    else:
+        source = runs / run if run.parent == Path(".") and (runs / run).is_dir() else run
+    try:
+        stage = train_stage_dir(source)
+        if harness:
+            result = evaluate_harness(stage, batch_size=batch_size, device=device)
+            if result.exported:
+                err.print(
+                    f"exported the final checkpoint to {result.export_dir}", highlight=False, soft_wrap=True
+                )
+    except (ExportError, HarnessError) as e:
+        err.print(f"[red]error[/red] {escape(str(e))}", highlight=False, soft_wrap=True)
+        raise typer.Exit(1) from None
+    rows = comparison(read_metrics(stage / "metrics.jsonl"))
+    if not rows:
+        err.print(
+            f"[red]error[/red] {stage}: no harness results yet; run: pretrainlab eval {run} --harness",
+            highlight=False,
+            soft_wrap=True,
+        )
+        raise typer.Exit(1)
+
+    table = Table(title=f"In-loop vs lm-evaluation-harness (step {rows[0]['step']})", title_justify="left")
+    for col in ("capability", "split", "metric", "in-loop", "harness", "n", "agree"):
+        table.add_column(col, justify="left" if col in ("capability", "split", "metric") else "right")
+    for r in rows:
+        in_loop = "-" if r["in_loop"] is None else f"{r['in_loop']:.4f}"
+        agree = "-" if r["in_loop"] is None else ("yes" if r["in_loop"] == r["harness"] else "NO")
+        table.add_row(
+            r["capability"], str(r["split"]), r["metric"], in_loop, f"{r['harness']:.4f}", str(r["n"]), agree
+        )
+    console.print(table)
+    run_root = stage.parent.parent
+    summary = read_summary(run_root)
+    if summary and summary.get("train_hash") == stage.name and "per_probe" in summary:
+        p = summary["per_probe"]
+        console.print(
+            f"per probe: {p['compared'] - p['disagree']} of {p['compared']} agree"
+            + (
+                f" ({p['disagree']} differ: see {run_root / 'harness' / 'summary.json'})"
+                if p["disagree"]
+                else ""
+            )
+            + f"; lm-eval {summary.get('lm_eval_s', 0):.1f} s, all {summary.get('wall_s', 0):.1f} s",
+            highlight=False,
+            soft_wrap=True,
+        )
+    if harness:
+        console.print(f"results: {run_root / 'harness' / 'results.json'}", soft_wrap=True, highlight=False)
+        if (run_root / "design.yaml").is_file():
+            from pretrainlab.report.build import build_report
+
+            try:
+                pipeline = Pipeline(load_design(run_root / "design.yaml"), run_root.parent, console=err)
+            except DesignError:
+                return
+            if pipeline.stage_dir("train") == stage:
+                console.print(f"report: {build_report(pipeline)}", soft_wrap=True, highlight=False)
+            else:
+                err.print(
+                    f"report not rebuilt: {run_root / 'design.yaml'} now maps to another training",
+                    highlight=False,
+                    soft_wrap=True,
+                )
+
+
 @app.command()
 def run(design: Path, runs: Path = RUNS) -> None:
     """Run every stage (re-using finished ones), write the report, print scores and costs."""

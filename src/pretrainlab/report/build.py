@@ -62,6 +62,12 @@ def build_report(pipeline: Pipeline, out_path: Path | None = None) -> Path:
         metrics = [
             json.loads(line) for line in (train_dir / "metrics.jsonl").read_text().splitlines() if line
         ]
+    harness = None
+    harness_path = pipeline.root / "harness" / "summary.json"  # `pretrainlab eval --harness`
+    if harness_path.exists():
+        harness = json.loads(harness_path.read_text())
+        if harness.get("train_hash") != train_dir.name:
+            harness = None  # the harness scored another training of this run
     if "train" in manifests:
         final = manifests["train"].get("final_scores")
         gen_path = train_dir / "generations.json"
@@ -78,4 +84,5 @@ def build_report(pipeline: Pipeline, out_path: Path | None = None) -> Path:
         ledger=ledger_rows(manifests),
         generations=generations,
         final_scores=final,
+        harness=harness,
     )

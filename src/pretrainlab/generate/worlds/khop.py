@@ -13,12 +13,15 @@ from pretrainlab.generate.worlds.base import Document, ProbeItem, World, WorldPa
 
 
 def chain_text(edges: list[list[str]], queries: list[list[Any]]) -> str:
-    """Edges `edge x y` one per line, then queries `? k x = z` one per line.
+    """Edges `edge x y` one per line, then queries `? k x z` one per line (z: x's k-th successor).
 
     Every symbol follows a space, wherever it stands, so a byte-level BPE gives it the same
-    tokens in an edge and in a query (a line-initial symbol would be tokenized differently)."""
+    tokens in an edge and in a query (a line-initial symbol would be tokenized differently). The
+    answer directly follows the start symbol, so a one-hop query has the shape of its edge, `x y`:
+    the model can answer it by finding x among the edges and copying what follows (an induction
+    head); with a separator in between (`? k x = z`, version 2) a 4-layer model stayed at chance."""
     lines = [f"edge {x} {y}" for x, y in edges]
-    lines += [f"? {k} {x} = {z}" for k, x, z in queries]
+    lines += [f"? {k} {x} {z}" for k, x, z in queries]
     return "\n".join(lines)
 
 
@@ -31,14 +34,14 @@ class KHop(World):
     """Random cyclic permutations written as edges, with queries for the k-th successor of a symbol.
 
     Each document draws n symbols (n uniform in `symbols`), links them into one random cycle, writes
-    all n edges `x y` (x points to y) one per line in random order, then `queries_per_doc` lines
-    `? k x = z` with k uniform in 1..`max_hops` and x uniform among the symbols: z is x's k-th
+    all n edges `edge x y` (x points to y) one per line in random order, then `queries_per_doc` lines
+    `? k x z` with k uniform in 1..`max_hops` and x uniform among the symbols: z is x's k-th
     successor. Probes are fresh documents from an independent stream, each with a single query whose
     answer is left out, for every k in 1..`probe_max_hops` (which may exceed `max_hops`).
     """
 
     kind = "khop"
-    version = 2  # 2: edges written `edge x y`
+    version = 3  # 2: edges written `edge x y`; 3: queries `? k x z` (was `? k x = z`)
 
     class Params(WorldParams):
         symbols: tuple[int, int] = Field(
@@ -116,7 +119,7 @@ class KHop(World):
                 x = rng.choice(cycle)
                 z = successor(cycle, x, k)
                 text = chain_text(edges, [[k, x, z]])
-                prompt = text[: text.rindex(" = ") + 2]
+                prompt = text.removesuffix(f" {z}")
                 yield ProbeItem(
                     prompt=prompt,
                     answer=f" {z}",
