@@ -36,6 +36,13 @@ def _pipeline(design_path: Path, runs: Path) -> Pipeline:
     return Pipeline(_load(design_path), runs, console=err)
 
 
+def _train_source(run: Path, runs: Path) -> Path:
+    """Where a RUN argument points: a design file's train stage, a run name under `runs`, or a path."""
+    if run.is_file():
+        return _pipeline(run, runs).stage_dir("train")
+    return runs / run if run.parent == Path(".") and (runs / run).is_dir() else run
+
+
 @app.command()
 def init(
     name: str = typer.Argument(..., help="Design name (also the file name)."),
@@ -119,10 +126,7 @@ def export(
     if fmt != "hf":
         err.print(f"[red]error[/red] --format {fmt!r}: the only format is 'hf'", highlight=False)
         raise typer.Exit(1)
-    if run.is_file():
-        source = _pipeline(run, runs).stage_dir("train")
-    else:
-        source = runs / run if run.parent == Path(".") and (runs / run).is_dir() else run
+    source = _train_source(run, runs)
     try:
         console.print(str(export_hf(source, out)), soft_wrap=True)
     except ExportError as e:
@@ -162,10 +166,7 @@ def eval_(
             f"[red]error[/red] lm-evaluation-harness is not installed: {escape(INSTALL_HINT)}", soft_wrap=True
         )
         raise typer.Exit(1)
-    if run.is_file():
-        source = _pipeline(run, runs).stage_dir("train")
-    else:
-        source = runs / run if run.parent == Path(".") and (runs / run).is_dir() else run
+    source = _train_source(run, runs)
     try:
         stage = train_stage_dir(source)
         if harness:
