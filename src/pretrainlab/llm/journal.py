@@ -28,7 +28,7 @@ from pathlib import Path
 from typing import Any
 
 from pretrainlab.generate.records import content_id, dumps
-from pretrainlab.llm.client import EngineClient, Request, Result
+from pretrainlab.llm.client import EngineClient, Request, Result, _aiter
 
 __all__ = [
     "JOURNAL_NAME",
@@ -242,15 +242,6 @@ class CachedRunStats:
     resent_dropped: int = 0  # of those, ones whose earlier (retryable) drop was in the journal
     journaled: int = 0  # results appended
     batches: int = 0  # fsynced appends
-
-
-async def _aiter(items: Iterable[Any] | AsyncIterable[Any]) -> AsyncIterator[Any]:
-    if isinstance(items, AsyncIterable):
-        async for x in items:
-            yield x
-    else:
-        for x in items:
-            yield x
 
 
 def _default_model(client: EngineClient) -> str:
