@@ -155,11 +155,11 @@ def eval_(
         comparison,
         evaluate_harness,
         lm_eval_available,
-        read_metrics,
         read_summary,
     )
     from pretrainlab.export import ExportError
     from pretrainlab.export.hf import train_stage_dir
+    from pretrainlab.train.callbacks import read_metrics
 
     if harness and not lm_eval_available():
         err.print(

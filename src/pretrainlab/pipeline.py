@@ -60,9 +60,8 @@ class Pipeline:
         self.design = design
         self.root = Path(runs_root) / design.name
         self.dist = context()
-        self.console = console or Console(stderr=True)
-        if not self.dist.is_main:
-            self.console = Console(stderr=True, quiet=True)
+        # under torchrun only rank 0 speaks
+        self.console = (console or Console(stderr=True)) if self.dist.is_main else Console(quiet=True)
         self.results: dict[str, StageResult] = {}
 
     # -- stage configs: what each stage's hash covers ------------------------------------
@@ -106,7 +105,8 @@ class Pipeline:
         inputs = [self.run_stage(s) for s in STAGES[:idx]]
         h = self.stage_hash(stage)
         out = self.root / stage / h
-        manifest = self.dist.agree(read_manifest(out))  # rank 0 decides, so all ranks take one path
+        # rank 0 looks and decides, so all ranks take the same path
+        manifest = self.dist.agree(read_manifest(out) if self.dist.is_main else None)
         if manifest is not None:
             self.console.print(f"[dim]{stage:<9} cached    {out}[/dim]")
             result = StageResult(stage, h, out, manifest, cached=True)

@@ -48,6 +48,8 @@ from typing import Any
 
 import yaml
 
+from pretrainlab.train.callbacks import read_metrics
+
 PREFIX = "pretrainlab"
 GROUP = PREFIX  # the group of every generation task
 CHOICE_TAG = f"{PREFIX}_choice"  # the tag of every multiple-choice task
@@ -482,12 +484,6 @@ def write_metrics(metrics_path: Path, rows: list[dict[str, Any]]) -> None:
     tmp = metrics_path.with_name(f".{metrics_path.name}.harness.tmp")
     tmp.write_text("".join(kept) + "".join(json.dumps(r) + "\n" for r in rows))
     os.replace(tmp, metrics_path)
-
-
-def read_metrics(metrics_path: Path) -> list[dict[str, Any]]:
-    if not metrics_path.exists():
-        return []
-    return [json.loads(line) for line in metrics_path.read_text().splitlines() if line.strip()]
 
 
 def comparison(metrics: list[dict[str, Any]], group: bool = False) -> list[dict[str, Any]]:

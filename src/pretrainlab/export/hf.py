@@ -388,16 +388,6 @@ def train_stage_dir(source: Path | str) -> Path:
     raise ExportError(f"{source}: no finished training run in this run directory; train it first")
 
 
-def _strip_prefixes(state: dict[str, Tensor]) -> dict[str, Tensor]:
-    """Drop torch.compile's `_orig_mod.` and DDP's `module.` from state-dict keys."""
-    out = {}
-    for k, v in state.items():
-        for prefix in ("_orig_mod.", "module."):
-            k = k.removeprefix(prefix)
-        out[k] = v
-    return out
-
-
 def load_run_model(stage_dir: Path) -> tuple[GPT, dict[str, Any]]:
     """The final model of a finished train stage and its checkpoint's metadata (step, file)."""
     from pretrainlab.pipeline import read_manifest
@@ -413,7 +403,7 @@ def load_run_model(stage_dir: Path) -> tuple[GPT, dict[str, Any]]:
             f"{path}: checkpoint is at step {state['global_step']}, the finished run at {manifest['steps']}"
         )
     model = GPT(ModelConfig(**state["config"]["model"]))
-    model.load_state_dict(_strip_prefixes(state["model"]))
+    model.load_state_dict(state["model"])  # the Trainer saves the bare model, never a wrapper
     model.eval()
     return model, {
         "checkpoint": path.name,

@@ -11,6 +11,7 @@ from pretrainlab.generate.records import read_rows
 from pretrainlab.ledger import ledger_rows
 from pretrainlab.pipeline import Pipeline
 from pretrainlab.report.html import render_report
+from pretrainlab.train.callbacks import read_metrics
 
 
 def _samples(kept_dir: Path, keys: list[str], n: int = 3) -> dict[str, list[str]]:
@@ -58,10 +59,7 @@ def build_report(pipeline: Pipeline, out_path: Path | None = None) -> Path:
     generations: list[dict[str, Any]] = []
     final: list[dict[str, Any]] | None = None
     train_dir = pipeline.stage_dir("train")
-    if (train_dir / "metrics.jsonl").exists():
-        metrics = [
-            json.loads(line) for line in (train_dir / "metrics.jsonl").read_text().splitlines() if line
-        ]
+    metrics = read_metrics(train_dir / "metrics.jsonl")
     harness = None
     harness_path = pipeline.root / "harness" / "summary.json"  # `pretrainlab eval --harness`
     if harness_path.exists():

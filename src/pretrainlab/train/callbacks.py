@@ -24,6 +24,13 @@ if TYPE_CHECKING:
     from pretrainlab.train.trainer import Trainer
 
 
+def read_metrics(path: Path) -> list[dict[str, Any]]:
+    """The rows of a metrics.jsonl (none if it does not exist yet)."""
+    if not path.exists():
+        return []
+    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+
+
 class Callback:
     """No-op hooks; subclasses override the ones they need."""
 

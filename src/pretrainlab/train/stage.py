@@ -17,7 +17,7 @@ from pretrainlab.evaluate.probes import ProbeSet, greedy_answer
 from pretrainlab.tokenize.loader import TokenLoader
 from pretrainlab.tokenize.stage import mixture_name
 from pretrainlab.tokenize.tokenizer import EOS, load_tokenizer
-from pretrainlab.train.callbacks import Checkpointer, MetricsLogger, ProbeEval, ProgressBar
+from pretrainlab.train.callbacks import Checkpointer, MetricsLogger, ProbeEval, ProgressBar, read_metrics
 from pretrainlab.train.distributed import context
 from pretrainlab.train.model import GPT, ModelConfig
 from pretrainlab.train.trainer import Phase, TrainConfig, Trainer
@@ -48,8 +48,7 @@ def sample_probes(probes: list[dict[str, Any]], per_group: int, seed: int) -> li
 def final_scores(metrics_path: Path) -> list[dict[str, Any]]:
     """The last probe scores of each (capability, split, metric), overall (not per group)."""
     last: dict[tuple[str, str, str], dict[str, Any]] = {}
-    for line in metrics_path.read_text().splitlines():
-        row = json.loads(line)
+    for row in read_metrics(metrics_path):
         if row.get("kind") == "probe" and row.get("group") is None:
             last[(row["capability"], row["split"], row["metric"])] = row
     return [
@@ -120,10 +119,6 @@ def run_train(design: Design, out: Path, inputs: dict, console: Console) -> dict
             Phase(name=phase.name, steps=phase.steps, batches=loader.batch, lr_scale=phase.lr_scale)
         )
 
-    probes = pq.read_table(inputs["generate"].dir / "probes.parquet").to_pylist()
-    probes = sample_probes(probes, design.eval.max_probes, design.seed)
-    probe_set = ProbeSet(probes, tok, max_len=t.seq_len)
-    logger = MetricsLogger(out / "metrics.jsonl")
     train_config = TrainConfig(
         lr=t.lr,
         warmup=t.warmup,
@@ -139,13 +134,23 @@ def run_train(design: Design, out: Path, inputs: dict, console: Console) -> dict
         checkpoint_every=t.checkpoint_every,
         eval_every=design.eval.every,
     )
-    callbacks = [
-        logger,
-        ProbeEval(probe_set, design.eval.every, logger, batch_size=design.eval.batch_size),
-        Checkpointer(t.checkpoint_every),
-        ProgressBar(),
-    ]
-    trainer = Trainer(model, train_config, phases, out, callbacks if dist.is_main else [], dist=dist)
+    callbacks: list = []
+    if dist.is_main:  # metrics, probe scores and checkpoints are rank 0's
+        probes = pq.read_table(inputs["generate"].dir / "probes.parquet").to_pylist()
+        probes = sample_probes(probes, design.eval.max_probes, design.seed)
+        logger = MetricsLogger(out / "metrics.jsonl")
+        callbacks = [
+            logger,
+            ProbeEval(
+                ProbeSet(probes, tok, max_len=t.seq_len),
+                design.eval.every,
+                logger,
+                batch_size=design.eval.batch_size,
+            ),
+            Checkpointer(t.checkpoint_every),
+            ProgressBar(),
+        ]
+    trainer = Trainer(model, train_config, phases, out, callbacks, dist=dist)
     trainer.fit()
     if trainer.resumed_step is not None:
         console.print(f"  resumed from the checkpoint at step {trainer.resumed_step}")

@@ -159,7 +159,7 @@ class Trainer:
         self.out_dir = Path(out_dir)
         self.callbacks = sorted(callbacks, key=lambda cb: cb.order)
         self.dist = dist or DistContext()
-        self.device = self.dist.device() if self.dist.backend == "nccl" else resolve_device(config.device)
+        self.device = self.dist.device() if self.dist.enabled else resolve_device(config.device)
         self.model = model.to(self.device)
         self.autocast_dtype = resolve_autocast_dtype(config.precision, self.device)
         self.optimizer = build_optimizer(self.model, config)
