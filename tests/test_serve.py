@@ -3,14 +3,7 @@
 from __future__ import annotations
 
 import json
-import os
-import socket
-import subprocess
-import sys
-import time
-import urllib.error
 import urllib.request
-from pathlib import Path
 
 import pytest
 
@@ -21,6 +14,7 @@ pytest.importorskip("uvicorn")
 import torch  # noqa: E402
 
 from pretrainlab.export import to_hf  # noqa: E402
+from pretrainlab.llm.serve import LocalServer  # noqa: E402
 from pretrainlab.tokenize.tokenizer import EOS_ID, load_tokenizer, save_tokenizer, train_bpe  # noqa: E402
 from pretrainlab.train.model import GPT, ModelConfig  # noqa: E402
 
@@ -28,30 +22,10 @@ TEXTS = ["edge ba be\nedge be bi\nedge bi ba\n? 1 ba be\n? 2 be ba", "Q: What is
 PROMPT = "edge ba be\nedge be bi\n? 1"
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 def post(url: str, body: dict) -> dict:
     req = urllib.request.Request(url, json.dumps(body).encode(), {"Content-Type": "application/json"})
     with urllib.request.urlopen(req, timeout=60) as r:
         return json.loads(r.read())
-
-
-def wait_healthy(url: str, proc: subprocess.Popen, timeout: float = 120.0) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if proc.poll() is not None:
-            raise RuntimeError(f"transformers serve exited with {proc.returncode}")
-        try:
-            with urllib.request.urlopen(url + "/health", timeout=2) as r:
-                if r.status == 200:
-                    return
-        except (urllib.error.URLError, OSError):
-            time.sleep(0.5)
-    raise TimeoutError(f"{url} not healthy after {timeout} s")
 
 
 def test_transformers_serve_serves_the_export(tmp_path):
@@ -76,20 +50,9 @@ def test_transformers_serve_serves_the_export(tmp_path):
     expected = tok.decode([i for i in ours.tolist() if i != EOS_ID])
     assert expected.strip(), "the model should say something for the comparison to mean anything"
 
-    port = free_port()
-    url = f"http://127.0.0.1:{port}"
-    env = {**os.environ, "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1"}
-    cli = Path(sys.executable).with_name("transformers")  # the console script beside this Python
-    cmd = [str(cli), "serve", str(out), "--host", "127.0.0.1", "--port", str(port), "--device", "cpu"]
-    proc = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
-    try:
-        wait_healthy(url, proc)
-        reply = post(url + "/v1/completions", {"model": str(out), "prompt": PROMPT, "max_tokens": 6})
-    finally:
-        proc.terminate()
-        try:
-            proc.wait(timeout=20)
-        except subprocess.TimeoutExpired:
-            proc.kill()
+    with LocalServer(out, engine="transformers", log_path=tmp_path / "serve.log") as server:
+        reply = post(
+            server.base_url + "/completions", {"model": server.model, "prompt": PROMPT, "max_tokens": 6}
+        )
     assert reply["choices"][0]["text"] == expected
     assert reply["usage"]["prompt_tokens"] == len(prompt_ids)

@@ -11,9 +11,18 @@ from pathlib import Path
 from typing import Annotated, Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, create_model, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    PrivateAttr,
+    ValidationError,
+    create_model,
+    model_validator,
+)
 
 from pretrainlab.generate.worlds.base import World, WorldParams, builtin_worlds, resolve_world
+from pretrainlab.llm.corpus import CorpusSpec
 
 
 class DesignError(ValueError):
@@ -148,6 +157,75 @@ class CurateSection(Section):
     ngram: int = Field(13, ge=1, description="Word n-gram length for decontamination of long probes.")
 
 
+class EndpointSection(Section):
+    """One OpenAI-compatible engine: a running one (`url`) or a model folder served for the run (`serve`)."""
+
+    name: str | None = Field(
+        None,
+        pattern=r"^[A-Za-z0-9_.-]+$",
+        description="Name exercises use in `endpoint`; default: endpoint<i>.",
+    )
+    url: str | None = Field(None, description="Base URL of a running engine, e.g. http://gpu-box:8000/v1.")
+    serve: str | None = Field(
+        None,
+        description="A model folder (HF format) to serve on loopback for the run (transformers or vllm).",
+    )
+    engine: Literal["auto", "transformers", "vllm"] = Field(
+        "auto", description="With `serve`: vllm where installed with a GPU, else transformers."
+    )
+    model: str | None = Field(
+        None,
+        description="Model name sent in requests; required with `url`, default with `serve`: the folder.",
+    )
+    api_key_env: str | None = Field(
+        None, description="Environment variable holding the API key (the key itself never goes in a file)."
+    )
+    max_concurrency: int = Field(64, ge=1, description="Most requests in flight at once.")
+    initial_concurrency: int = Field(
+        8, ge=1, description="Requests in flight at the start (grows adaptively)."
+    )
+    params: float | None = Field(
+        None, gt=0, description="Generator's parameter count: the ledger counts 2 x params FLOPs per token."
+    )
+    tokens_per_s: float | None = Field(
+        None,
+        gt=0,
+        description="Generator's throughput (tokens/s per device): the ledger counts device-hours.",
+    )
+
+    @model_validator(mode="after")
+    def _one_source(self) -> EndpointSection:
+        if (self.url is None) == (self.serve is None):
+            raise ValueError("give exactly one of `url` (a running engine) or `serve` (a model folder)")
+        if self.url is not None and self.model is None:
+            raise ValueError("`model` is required with `url`")
+        if self.serve is not None and self.api_key_env is not None:
+            raise ValueError("`api_key_env` applies to `url` endpoints only")
+        return self
+
+
+class LLMSection(Section):
+    endpoints: list[EndpointSection] = Field(min_length=1, description="Engines that `llm` exercises call.")
+    timeout_s: float = Field(300.0, gt=0, description="Seconds per request attempt.")
+    max_attempts: int = Field(5, ge=1, description="Attempts per request (retries on 429, 5xx, timeouts).")
+    startup_timeout_s: float = Field(
+        600.0, gt=0, description="Seconds a `serve` engine has to become healthy."
+    )
+    cache: bool = Field(
+        True, description="Keep every answer in runs/NAME/llm-cache: re-runs and resumes send nothing twice."
+    )
+
+    @model_validator(mode="after")
+    def _names(self) -> LLMSection:
+        seen: set[str] = set()
+        for i, ep in enumerate(self.endpoints):
+            ep.name = ep.name or f"endpoint{i}"
+            if ep.name in seen:
+                raise ValueError(f"two endpoints are named '{ep.name}'")
+            seen.add(ep.name)
+        return self
+
+
 class Design(Section):
     """A pretrainlab design."""
 
@@ -155,11 +233,32 @@ class Design(Section):
     seed: int = Field(0, ge=0, description="Every random choice flows from this seed.")
     budget: Budget = Field(default_factory=Budget, description="Token budget.")
     exercises: list[Exercise] = Field(min_length=1, description="What the data teaches, and how it is made.")
+    corpora: dict[str, CorpusSpec] = Field(
+        default_factory=dict, description="Seed corpora that `llm` exercises draw on, by name."
+    )
+    llm: LLMSection | None = Field(None, description="Engines and client settings for `llm` exercises.")
     curate: CurateSection = Field(default_factory=CurateSection, description="Curation of generated records.")
     tokenizer: TokenizerSection = Field(default_factory=TokenizerSection, description="Tokenizer.")
     model: ModelSection = Field(default_factory=ModelSection, description="The model to pretrain.")
     train: TrainSection = Field(default_factory=TrainSection, description="Training.")
     eval: EvalSection = Field(default_factory=EvalSection, description="Capability probes during training.")
+
+    _base_dir: Path | None = PrivateAttr(None)  # the design file's folder: relative paths start there
+
+    @property
+    def base_dir(self) -> Path | None:
+        return self._base_dir
+
+    def resolve(self, path: str) -> Path:
+        """A path from the design, relative to the design file's folder."""
+        p = Path(path).expanduser()
+        return p if p.is_absolute() or self._base_dir is None else self._base_dir / p
+
+    def endpoint_model(self, ep: EndpointSection) -> str:
+        """The model name requests to an endpoint carry (a served folder is named by its absolute path)."""
+        if ep.model is not None:
+            return ep.model
+        return str(self.resolve(ep.serve).resolve())  # type: ignore[arg-type]
 
     @model_validator(mode="after")
     def _unique_exercise_names(self) -> Design:
@@ -171,7 +270,15 @@ class Design(Section):
         return self
 
     def dump(self) -> dict[str, Any]:
-        return self.model_dump(mode="json")
+        """The design as plain data, with file paths (corpora, served models) made absolute, so a copy
+        kept elsewhere (runs/NAME/design.yaml) still points at the same files."""
+        d = self.model_dump(mode="json")
+        for spec in d["corpora"].values():
+            spec["path"] = str(self.resolve(spec["path"]))
+        for ep in (d["llm"] or {}).get("endpoints", []):
+            if ep["serve"] is not None:
+                ep["serve"] = str(self.resolve(ep["serve"]))
+        return d
 
 
 def _format_loc(loc: tuple[Any, ...], prefix: str = "") -> str:
@@ -198,7 +305,10 @@ def _format_errors(err: ValidationError, prefix: str = "") -> list[str]:
     lines = []
     for e in err.errors():
         fmt = _MESSAGES.get(e["type"])
-        msg = fmt(e) if fmt else e["msg"][0].lower() + e["msg"][1:]
+        if e["type"] == "value_error" and "error" in e.get("ctx", {}):
+            msg = str(e["ctx"]["error"])  # our own message, without pydantic's "Value error, " prefix
+        else:
+            msg = fmt(e) if fmt else e["msg"][0].lower() + e["msg"][1:]
         if (
             e["type"] not in ("missing", "extra_forbidden")
             and "input" in e
@@ -210,22 +320,29 @@ def _format_errors(err: ValidationError, prefix: str = "") -> list[str]:
     return lines
 
 
-def parse_design(data: Any, source: str | None = None) -> Design:
-    """Validate a design given as plain data; raises DesignError naming every bad field."""
+def parse_design(data: Any, source: str | None = None, base_dir: str | Path | None = None) -> Design:
+    """Validate a design given as plain data; raises DesignError naming every bad field. Relative paths
+    in it (corpora, served models) are taken from `base_dir` (default: the working directory)."""
     if not isinstance(data, dict):
         raise DesignError(["(design): expected a mapping of sections"], source)
     try:
         design = Design.model_validate(data)
     except ValidationError as e:
         raise DesignError(_format_errors(e), source) from None
+    design._base_dir = Path(base_dir) if base_dir is not None else None
     errors: list[str] = []
     for i, ex in enumerate(design.exercises):
         try:
-            ex.world_params()
+            params = ex.world_params()
         except LookupError as e:
             errors.append(f"exercises[{i}].kind: {e}")
+            continue
         except ValidationError as e:
             errors.extend(_format_errors(e, f"exercises[{i}]"))
+            continue
+        check = getattr(params, "check_design", None)  # worlds that refer to other sections (llm)
+        if check is not None:
+            errors.extend(f"exercises[{i}].{line}" for line in check(design))
     known = {ex.key for ex in design.exercises} | {ex.capability for ex in design.exercises}
     for i, phase in enumerate(design.train.phases):
         for j, sel in enumerate(phase.exercises or []):
@@ -252,7 +369,7 @@ def load_design(path: str | Path) -> Design:
         mark = getattr(e, "problem_mark", None)
         where = f"line {mark.line + 1}, column {mark.column + 1}: " if mark else ""
         raise DesignError([f"{where}not valid YAML ({getattr(e, 'problem', e)})"], str(path)) from None
-    return parse_design(data, str(path))
+    return parse_design(data, str(path), base_dir=path.parent)
 
 
 def json_schema() -> dict[str, Any]:

@@ -12,14 +12,18 @@ from pretrainlab.design import (
     Budget,
     CurateSection,
     Design,
+    EndpointSection,
     EvalSection,
     Exercise,
+    LLMSection,
     ModelSection,
     PhaseSection,
     TokenizerSection,
     TrainSection,
 )
 from pretrainlab.generate.worlds.base import builtin_worlds
+from pretrainlab.llm.corpus import ChunkSpec, CorpusSpec, SeedUse
+from pretrainlab.llm.exercise import Generation, Judge, Step
 
 SECTIONS: list[tuple[str, type[BaseModel]]] = [
     ("(top level)", Design),
@@ -31,6 +35,18 @@ SECTIONS: list[tuple[str, type[BaseModel]]] = [
     ("train", TrainSection),
     ("train.phases[]", PhaseSection),
     ("eval", EvalSection),
+    ("corpora.NAME", CorpusSpec),
+    ("corpora.NAME.chunk", ChunkSpec),
+    ("llm", LLMSection),
+    ("llm.endpoints[]", EndpointSection),
+]
+
+# the parts of an `llm` exercise that are sections of their own
+LLM_PARTS: list[tuple[str, type[BaseModel]]] = [
+    ("seeds", SeedUse),
+    ("steps[]", Step),
+    ("generation", Generation),
+    ("judge", Judge),
 ]
 
 
@@ -88,4 +104,7 @@ def design_markdown() -> str:
         if doc:
             out += [doc[0], ""]
         out += [*_table(world.Params), ""]
+        if kind == "llm":
+            for title, model in LLM_PARTS:
+                out += [f"#### `{title}`", "", *_table(model), ""]
     return "\n".join(out).rstrip() + "\n"

@@ -53,7 +53,9 @@ def ledger_rows(manifests: dict[str, dict[str, Any]]) -> list[dict[str, Any]]:
                 "cpu_s": led.get("cpu_s", 0.0),
                 "tokens": led.get("tokens"),
                 "flops": flops,
-                "device_hours": flops / DEFAULT_DEVICE_FLOPS / 3600 if flops else None,
+                # a stage that knows its device time (stated generator throughput) says so
+                "device_hours": led.get("device_hours")
+                or (flops / DEFAULT_DEVICE_FLOPS / 3600 if flops else None),
                 "note": led.get("note", ""),
             }
         )

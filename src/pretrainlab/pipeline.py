@@ -70,7 +70,8 @@ class Pipeline:
         if stage == "generate":
             # a world's version is part of the key: new world code means new data
             versions = {ex.key: ex.world_class().version for ex in self.design.exercises}
-            return {"seed": d["seed"], "exercises": d["exercises"], "world_versions": versions}
+            config = {"seed": d["seed"], "exercises": d["exercises"], "world_versions": versions}
+            return {**config, **self._llm_inputs()}
         if stage == "curate":
             return d["curate"]
         if stage == "tokenize":
@@ -80,6 +81,26 @@ class Pipeline:
         if stage == "train":
             return {"seed": d["seed"], "model": d["model"], "train": d["train"], "eval": d["eval"]}
         raise KeyError(stage)
+
+    def _llm_inputs(self) -> dict[str, Any]:
+        """What else LLM exercises' output depends on: the seed corpora's bytes (not where they lie)
+        and the models the endpoints serve (not their URLs or keys)."""
+        out: dict[str, Any] = {}
+        if self.design.corpora:
+            from pretrainlab.design import DesignError
+            from pretrainlab.llm.corpus import CorpusError, corpus_digest
+
+            corpora = {}
+            for name, spec in self.design.corpora.items():
+                try:
+                    digest = corpus_digest(spec, self.design.base_dir)
+                except CorpusError as e:
+                    raise DesignError([f"corpora.{name}.path: {e}"]) from None
+                corpora[name] = {**spec.model_dump(mode="json", exclude={"path"}), "digest": digest}
+            out["corpora"] = corpora
+        if self.design.llm is not None:
+            out["models"] = {ep.name: self.design.endpoint_model(ep) for ep in self.design.llm.endpoints}
+        return out
 
     def stage_hash(self, stage: str) -> str:
         idx = STAGES.index(stage)

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -23,11 +26,25 @@ def records_path(out: Path, key: str) -> Path:
     return out / f"records-{key}.parquet"
 
 
+@dataclass
+class GenerateContext:
+    """What the generate stage hands each world in `World.setup` (procedural worlds ignore it)."""
+
+    design: Design
+    exercise: str
+    out: Path
+    pool: Any  # EndpointPool when the design has an `llm` section
+    cache: Any  # RequestCache when llm.cache is on
+    progress: Callable[[int, int | None, str], None]
+
+
 def generate_exercise(
-    ex: Exercise, design_seed: int, records: ParquetWriter, probes: ParquetWriter, tick
+    ex: Exercise, design_seed: int, records: ParquetWriter, probes: ParquetWriter, tick, ctx=None
 ) -> dict[str, Any]:
     """Write one exercise's records and probes; returns its counts."""
     world = ex.world_class()(ex.world_params(), seed=exercise_seed(design_seed, ex.key))
+    if ctx is not None:
+        world.setup(ctx)
     n_docs = n_bytes = 0
     for doc in world.documents():
         records.write(
@@ -37,6 +54,9 @@ def generate_exercise(
                 capability=ex.capability,
                 params=doc.params,
                 generator=world.generator,
+                meta=doc.meta,
+                source_id=doc.source_id,
+                source_license=doc.source_license,
             )
         )
         n_docs += 1
@@ -52,29 +72,59 @@ def generate_exercise(
             )
         )
         n_probes += 1
-    return {"records": n_docs, "bytes": n_bytes, "probes": n_probes, "generator": world.generator}
+    counts = {"records": n_docs, "bytes": n_bytes, "probes": n_probes, "generator": world.generator}
+    return {**counts, **world.summary()}
+
+
+@contextmanager
+def _llm_resources(design: Design, out: Path, console: Console) -> Iterator[tuple[Any, Any]]:
+    """The endpoint pool and request cache of a design with `llm` exercises; both closed however the
+    stage ends (engines started for `serve` endpoints are stopped, also on Ctrl-C)."""
+    if design.llm is None or not any(ex.kind == "llm" for ex in design.exercises):
+        yield None, None
+        return
+    from pretrainlab.llm.endpoints import EndpointPool
+    from pretrainlab.llm.journal import RequestCache
+
+    pool = EndpointPool(design, log_dir=out, announce=lambda m: console.print(f"[dim]{m}[/dim]"))
+    cache = RequestCache(out.parent.parent / "llm-cache") if design.llm.cache else None
+    try:
+        yield pool, cache
+    finally:
+        pool.close()
+        if cache is not None:
+            cache.close()
 
 
 def run_generate(design: Design, out: Path, inputs: dict, console: Console) -> dict[str, Any]:
     per_exercise: dict[str, Any] = {}
     with (
+        _llm_resources(design, out, console) as (pool, cache),
         ParquetWriter(out / "probes.parquet", PROBE_SCHEMA) as probes,
         Progress(
             TextColumn("generate {task.description}"),
             BarColumn(),
             MofNCompleteColumn(),
             TimeElapsedColumn(),
+            TextColumn("{task.fields[info]}"),
             console=console,
             transient=True,
         ) as progress,
     ):
         for ex in design.exercises:
-            task = progress.add_task(ex.key, total=None)
+            task = progress.add_task(ex.key, total=None, info="")
+
+            def report(done: int, total: int | None, info: str, t=task) -> None:
+                progress.update(t, completed=done, total=total, info=info)
+
+            ctx = GenerateContext(design, ex.key, out, pool, cache, report)
             with ParquetWriter(records_path(out, ex.key), RECORD_SCHEMA) as records:
                 per_exercise[ex.key] = generate_exercise(
-                    ex, design.seed, records, probes, lambda n, t=task: progress.advance(t, n)
+                    ex, design.seed, records, probes, lambda n, t=task: progress.advance(t, n), ctx
                 )
             progress.update(task, total=per_exercise[ex.key]["records"])
+            if "rejected" in per_exercise[ex.key]:
+                _print_llm_summary(console, ex.key, per_exercise[ex.key])
     total_bytes = sum(v["bytes"] for v in per_exercise.values())
     return {
         "exercises": per_exercise,
@@ -83,5 +133,48 @@ def run_generate(design: Design, out: Path, inputs: dict, console: Console) -> d
         "bytes": total_bytes,
         # ~4 bytes per token for English-like text, before a tokenizer exists
         "token_estimate": total_bytes // 4,
-        "ledger": {"tokens": total_bytes // 4, "note": "procedural worlds"},
+        "ledger": {
+            "tokens": total_bytes // 4,
+            "note": "procedural worlds",
+            **llm_ledger(design, per_exercise),
+        },
     }
+
+
+def _print_llm_summary(console: Console, key: str, s: dict[str, Any]) -> None:
+    req = s["requests"]
+    rej = ", ".join(f"{n} {r}" for r, n in s["rejected"].items()) or "none"
+    console.print(
+        f"  {key}: {s['records']} records from {s['items']} items · {req['sent']} requests sent, "
+        f"{req['from_cache']} from the cache · rejected: {rej}"
+    )
+
+
+def llm_ledger(design: Design, per_exercise: dict[str, Any]) -> dict[str, Any]:
+    """Generation cost of `llm` exercises: tokens per exercise and endpoint; FLOPs (2 x params per token)
+    and device-hours (tokens / tokens_per_s) where the design states the generator's size and speed."""
+    if design.llm is None:
+        return {}
+    eps = {ep.name: ep for ep in design.llm.endpoints}
+    rows: dict[str, Any] = {}
+    flops = hours = 0.0
+    for key, s in per_exercise.items():
+        for ep_name, t in s.get("tokens", {}).items():
+            n = t.get("prompt_tokens", 0) + t.get("completion_tokens", 0)
+            ep = eps.get(ep_name)
+            row = {**t, "flops": None, "device_hours": None}
+            if ep is not None and ep.params:
+                row["flops"] = 2 * ep.params * n
+                flops += row["flops"]
+            if ep is not None and ep.tokens_per_s:
+                row["device_hours"] = n / ep.tokens_per_s / 3600
+                hours += row["device_hours"]
+            rows[f"{key}@{ep_name}"] = row
+    if not rows:
+        return {}
+    out: dict[str, Any] = {"llm": rows, "note": "procedural worlds + LLM generation"}
+    if flops:
+        out["flops"] = flops
+    if hours:
+        out["device_hours"] = hours
+    return out

@@ -63,11 +63,11 @@ class EndpointSpec:
 
 @dataclass(frozen=True)
 class Request:
-    """One item: an id, the chat messages, and generation params passed through to
-    ``chat.completions.create`` (temperature, max_tokens, n, seed, stop, extra_body, ...)."""
+    """One item: an id, the chat messages (or a plain prompt string, sent to ``/completions``), and
+    generation params passed through (temperature, max_tokens, n, seed, stop, extra_body, ...)."""
 
     id: str
-    messages: list[dict[str, Any]]
+    messages: list[dict[str, Any]] | str
     params: Mapping[str, Any] = field(default_factory=dict)
 
     @classmethod
@@ -77,7 +77,9 @@ class Request:
         if isinstance(item, Mapping):
             rest = {k: v for k, v in item.items() if k not in ("id", "messages", "params")}
             params = {**item.get("params", {}), **rest}
-            return cls(id=str(item["id"]), messages=list(item["messages"]), params=params)
+            messages = item["messages"]
+            messages = messages if isinstance(messages, str) else list(messages)
+            return cls(id=str(item["id"]), messages=messages, params=params)
         raise TypeError(f"expected a Request or a mapping with id/messages, got {type(item).__name__}")
 
 
@@ -437,6 +439,7 @@ class EngineClient:
         seq = itertools.count()
         ready: list[Result] = []
         last_progress = 0.0
+        pull: asyncio.Future | None = None  # the pending read of the next item from the source
 
         def pick(now: float) -> _Endpoint | None:
             best = max(self.endpoints, key=lambda e: (e.free(now), -e.inflight))
@@ -460,8 +463,16 @@ class EngineClient:
                     if waiting and waiting[0][0] <= now:
                         launch(ep, heapq.heappop(waiting)[2])
                     elif not exhausted and stats.outstanding < self.window:
+                        # the source is read by a task, so a source that waits (e.g. for replies this
+                        # loop has yet to settle) never stalls the loop
+                        if pull is None:
+                            pull = asyncio.ensure_future(source.__anext__())
+                            pull.add_done_callback(lambda _: wakeup.set())
+                        if not pull.done():
+                            break
+                        task_done, pull = pull, None
                         try:
-                            raw = await source.__anext__()
+                            raw = task_done.result()
                         except StopAsyncIteration:
                             exhausted = True
                             break
@@ -491,16 +502,24 @@ class EngineClient:
                 # 3. wait for a reply, a retry's backoff or a pause to end
                 if not tasks and not waiting and exhausted:
                     break
+                # something will wake us: a reply, or the pending read of the next item
+                busy = bool(tasks) or (pull is not None and not pull.done())
+                takeable = (
+                    pull is not None
+                    and pull.done()
+                    and stats.outstanding < self.window
+                    and pick(time.monotonic()) is not None
+                )
                 now = time.monotonic()
                 # (a retry that is due but finds no free slot waits for a reply, not for a timer)
                 wake = [waiting[0][0]] if waiting and waiting[0][0] > now else []
                 wake += [ep.paused_until for ep in self.endpoints if ep.paused_until > now]
                 timeout = max(0.0, min(wake) - now) + 1e-3 if wake else None
-                if not finished:
+                if not finished and not takeable:
                     wakeup.clear()
-                    if timeout is None and tasks:
+                    if timeout is None and busy:
                         await wakeup.wait()
-                    elif tasks:
+                    elif busy:
                         try:
                             await asyncio.wait_for(wakeup.wait(), timeout)
                         except asyncio.TimeoutError:
@@ -514,6 +533,9 @@ class EngineClient:
                     if r is not None:
                         ready.append(r)
         finally:
+            if pull is not None and not pull.done():
+                pull.cancel()
+                await asyncio.gather(pull, return_exceptions=True)
             for task in tasks:
                 task.cancel()
             if tasks:
@@ -530,9 +552,14 @@ class EngineClient:
     async def _attempt(self, ep: _Endpoint, item: _Item, epoch: int) -> _Done:
         t0 = time.monotonic()
         try:
-            completion = await ep.client.chat.completions.create(
-                model=ep.spec.model, messages=item.req.messages, **item.req.params
-            )
+            if isinstance(item.req.messages, str):
+                completion = await ep.client.completions.create(
+                    model=ep.spec.model, prompt=item.req.messages, **item.req.params
+                )
+            else:
+                completion = await ep.client.chat.completions.create(
+                    model=ep.spec.model, messages=item.req.messages, **item.req.params
+                )
             result = _to_result(item, ep.label, completion)
             return _Done(item, ep, epoch, time.monotonic() - t0, result=result)
         except asyncio.CancelledError:
@@ -587,14 +614,17 @@ class EngineClient:
 def _to_result(item: _Item, label: str, completion: Any) -> Result:
     choices = getattr(completion, "choices", None)
     if isinstance(completion, str | bytes) or not isinstance(choices, list) or not choices:
-        raise _Malformed(f"not a chat completion: {str(completion)[:80]!r}")
+        raise _Malformed(f"not a completion: {str(completion)[:80]!r}")
     texts: list[str | None] = []
     reasons: list[str | None] = []
     for c in choices:
         message = getattr(c, "message", None)
-        if message is None:
+        if message is not None:
+            texts.append(getattr(message, "content", None))
+        elif isinstance(getattr(c, "text", None), str):  # a /completions choice
+            texts.append(c.text)
+        else:
             raise _Malformed("choice without a message")
-        texts.append(getattr(message, "content", None))
         reasons.append(getattr(c, "finish_reason", None))
     usage = getattr(completion, "usage", None)
     return Result(

@@ -20,6 +20,7 @@ import re
 import threading
 import time
 from collections import Counter
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 __all__ = ["Fault", "FaultSchedule", "FakeServer", "RequestRecord"]
@@ -78,9 +79,15 @@ class FakeServer:
     """``with FakeServer(schedule) as srv: ... srv.base_url ...`` -- see the module docstring."""
 
     def __init__(
-        self, schedule: FaultSchedule | None = None, *, latency: float = 0.0, expect_key: str | None = None
+        self,
+        schedule: FaultSchedule | None = None,
+        *,
+        latency: float = 0.0,
+        expect_key: str | None = None,
+        reply: Callable[[dict], str] | None = None,
     ):
         self.schedule = schedule or FaultSchedule()
+        self.reply = reply  # the assistant's text for a request body; default "echo: <last message>"
         self.latency = latency
         self.expect_key = expect_key  # if set, requests whose bearer token differs get a 401
         self.records: list[RequestRecord] = []
@@ -212,7 +219,7 @@ class FakeServer:
         if self.latency:
             await asyncio.sleep(self.latency)
         if fault is None:
-            return await self._send(writer, 200, _completion(req, last))
+            return await self._send(writer, 200, self._completion(req, last))
         if fault.kind == "rate_limit":
             extra = {"Retry-After": f"{fault.retry_after:g}"} if fault.retry_after is not None else {}
             err = {"error": {"message": "rate limited", "type": "rate_limit"}}
@@ -221,17 +228,20 @@ class FakeServer:
             return await self._send(writer, 500, {"error": {"message": "boom", "type": "server_error"}})
         if fault.kind == "slow":
             await asyncio.sleep(fault.delay)
-            return await self._send(writer, 200, _completion(req, last))
+            return await self._send(writer, 200, self._completion(req, last))
         if fault.kind == "malformed":
-            raw = json.dumps(_completion(req, last)).encode()
+            raw = json.dumps(self._completion(req, last)).encode()
             return await self._send_raw(writer, 200, raw[: len(raw) // 2])
         if fault.kind == "truncated":
-            raw = json.dumps(_completion(req, last)).encode()
+            raw = json.dumps(self._completion(req, last)).encode()
             head = _head(200, len(raw), {})
             writer.write(head + raw[: len(raw) // 3])
             await writer.drain()
             return False  # close with the body incomplete
         raise ValueError(f"unknown fault kind {fault.kind!r}")
+
+    def _completion(self, req: dict, last: str) -> dict:
+        return _completion(req, last, self.reply)
 
     def _record(self, *args) -> None:
         with self._lock:
@@ -253,10 +263,10 @@ def _head(code: int, length: int, extra: dict) -> bytes:
     return ("\r\n".join(lines) + "\r\n\r\n").encode("latin-1")
 
 
-def _completion(req: dict, last: str) -> dict:
+def _completion(req: dict, last: str, reply: Callable[[dict], str] | None = None) -> dict:
     n = int(req.get("n") or 1)
     prompt_tokens = sum(len(str(m.get("content", "")).split()) for m in req["messages"])
-    text = "echo: " + last
+    text = reply(req) if reply is not None else "echo: " + last
     completion_tokens = len(text.split())
     return {
         "id": "chatcmpl-fake",

@@ -22,6 +22,7 @@ import dataclasses
 import fcntl
 import json
 import os
+import threading
 from collections.abc import AsyncIterable, AsyncIterator, Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -52,12 +53,13 @@ _RESULT_FIELDS = frozenset(f.name for f in dataclasses.fields(Result))
 
 
 def request_key(
-    model: str, messages: Iterable[Mapping[str, Any]], params: Mapping[str, Any] | None = None
+    model: str, messages: Iterable[Mapping[str, Any]] | str, params: Mapping[str, Any] | None = None
 ) -> str:
     """Content hash (128-bit hex) of a canonical request: the model, the messages and every generation
     param (temperature, max_tokens, n, seed, stop, extra_body, ...). Dict key order does not matter;
     list order (the messages, stop sequences) does. Endpoint URL and API key are not part of it."""
-    canon = {"model": model, "messages": list(messages), "params": dict(params or {})}
+    messages = messages if isinstance(messages, str) else list(messages)
+    canon = {"model": model, "messages": messages, "params": dict(params or {})}
     return content_id(KEY_VERSION, dumps(canon))
 
 
@@ -101,6 +103,7 @@ class RequestCache:
         self.lines = 0  # good lines in the journal (superseded ones included)
         self.corrupt = 0  # unparsable lines in the middle of the journal, skipped
         self.truncated_bytes = 0  # bytes of a torn tail cut away at open
+        self._append_lock = threading.Lock()  # appends come from worker threads (several runs may share)
         self._fd = os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_APPEND, 0o644)
         try:
             fcntl.flock(self._fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
@@ -201,6 +204,10 @@ class RequestCache:
             meta.append((key, str(d["id"]), bool(d.get("ok")), None if d.get("ok") else d.get("error")))
         if not lines:
             return 0
+        with self._append_lock:
+            return self._write_batch(lines, meta)
+
+    def _write_batch(self, lines: list[bytes], meta: list[tuple[str, str, bool, str | None]]) -> int:
         start = os.fstat(self._fd).st_size  # O_APPEND, single writer (flock): the batch lands here
         view = memoryview(b"".join(lines))
         try:

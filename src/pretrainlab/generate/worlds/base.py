@@ -27,10 +27,14 @@ class WorldParams(BaseModel):
 
 @dataclass
 class Document:
-    """One training document and every value sampled to make it."""
+    """One training document and every value sampled to make it. Documents grounded in a seed carry the
+    seed's id and license; `meta` holds what was measured making it (usage, latency, verdicts)."""
 
     text: str
     params: dict[str, Any] = field(default_factory=dict)
+    source_id: str | None = None
+    source_license: str | None = None
+    meta: dict[str, Any] | None = None
 
 
 @dataclass
@@ -57,6 +61,15 @@ class World(ABC):
     def generator(self) -> str:
         return f"world:{self.kind}@{self.version}"
 
+    def setup(self, ctx: Any) -> None:
+        """Called by the generate stage before `documents()` with its context (the design, the stage
+        folder, endpoints, progress). Procedural worlds need none of it."""
+        return None
+
+    def summary(self) -> dict[str, Any]:
+        """Extra counts for the stage manifest, read after `documents()` is exhausted."""
+        return {}
+
     @abstractmethod
     def documents(self) -> Iterator[Document]: ...
 
@@ -68,8 +81,9 @@ def builtin_worlds() -> dict[str, type[World]]:
     from pretrainlab.generate.worlds.biographies import Biographies
     from pretrainlab.generate.worlds.khop import KHop
     from pretrainlab.generate.worlds.modarith import ModArith
+    from pretrainlab.llm.exercise import LLMExercise
 
-    return {w.kind: w for w in (Biographies, KHop, ModArith)}
+    return {w.kind: w for w in (Biographies, KHop, ModArith, LLMExercise)}
 
 
 def resolve_world(kind: str) -> type[World]:
