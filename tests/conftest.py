@@ -39,3 +39,27 @@ TINY = {
 def tiny_design() -> dict:
     """A design small enough to run every stage in seconds."""
     return copy.deepcopy(TINY)
+
+
+HF_TEXTS = ["edge ba be\nedge be bi\nedge bi ba\n? 1 ba be\n? 2 be ba", "Q: What is 7 + 12 mod 23? A: 19"]
+HF_TEXTS *= 30
+
+
+@pytest.fixture
+def hf_model(tmp_path):
+    """A tiny exported llama (2 layers, width 32) with a BPE tokenizer trained on HF_TEXTS."""
+    pytest.importorskip("transformers")
+    import torch
+
+    from pretrainlab.export import to_hf
+    from pretrainlab.tokenize.tokenizer import save_tokenizer, train_bpe
+    from pretrainlab.train.model import GPT, ModelConfig
+
+    tok_path = tmp_path / "tokenizer.json"
+    tok = train_bpe(HF_TEXTS, vocab_size=300)
+    save_tokenizer(tok, tok_path)
+    torch.manual_seed(0)
+    config = ModelConfig.preset(
+        "llama", vocab_size=tok.get_vocab_size(), seq_len=64, layers=2, width=32, heads=4
+    )
+    return to_hf(GPT(config).eval(), tok_path, tmp_path / "export")

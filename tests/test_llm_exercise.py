@@ -340,3 +340,54 @@ def test_kill9_mid_generation_resumes_without_loss_duplicates_or_resending(tmp_p
     assert [(r["text"], r["params"], r["source_id"]) for r in a] == [
         (r["text"], r["params"], r["source_id"]) for r in b
     ]
+
+
+# ------------------------------------------------------------------ a real engine: transformers serve
+
+TOPICS = ["tides", "bees", "glass", "maps"]
+
+
+def names_a_topic(fields) -> tuple[bool, str | None]:
+    """The verifier of the serve test: the sampled topic is one we offered, and the reply has text."""
+    if fields["topic"] not in TOPICS:
+        return False, f"unknown topic {fields['topic']!r}"
+    return bool(fields["text"].strip()), "empty reply"
+
+
+def test_transformers_serve_generates_200_records_with_provenance(tmp_path, hf_model):
+    pytest.importorskip("fastapi")
+    pytest.importorskip("uvicorn")
+    d = design_dict(
+        tmp_path,
+        "unused",
+        seeds={"corpus": "wiki", "repeat": 10},  # 20 seeds
+        samplers={
+            "topic": {"kind": "categorical", "values": TOPICS, "weights": [4, 3, 2, 1]},
+            "length": {"kind": "int", "low": 2, "high": 9},
+        },
+        prompt=[{"role": "user", "content": "About {{ topic }} in {{ length }} words: {{ seed.text }}"}],
+        parser={"kind": "regex", "pattern": r"(?s)^\s*(\S.*?)\s*$"},
+        generation={"max_tokens": 8, "temperature": 1.0},
+        verify=["tests.test_llm_exercise:names_a_topic"],
+    )
+    d["llm"]["endpoints"] = [{"name": "local", "serve": str(hf_model), "engine": "transformers"}]
+    d["llm"]["timeout_s"] = 60
+    result, rows = generate(d, tmp_path / "runs")
+
+    s = result.manifest["exercises"]["rephrase"]
+    assert s["items"] == 200
+    assert s["records"] + sum(s["rejected"].values()) == 200
+    assert len(rows) == s["records"] >= 190, s["rejected"]  # a random model may say nothing at all
+    model = str(hf_model.resolve())
+    for r in rows:
+        p, m = json.loads(r["params"]), json.loads(r["meta"])
+        assert r["generator"] == f"llm:{model}" and r["source_id"].startswith("doc")
+        assert r["source_license"] in ("CC-BY-4.0", "CC0-1.0")
+        assert p["topic"] in TOPICS and 2 <= p["length"] <= 9 and p["seed"]["corpus"] == "wiki"
+        assert m["usage"]["prompt_tokens"] > 0 and m["usage"]["completion_tokens"] > 0
+        assert m["finish_reason"] in ("length", "stop") and m["steps"]["response"]["endpoint"] == "local"
+        assert m["verdicts"]["tests.test_llm_exercise:names_a_topic"]["ok"]
+    assert s["tokens"]["local"]["requests"] == 200
+    # the engine was stopped with the stage
+    log = (result.dir / "serve-local.log").read_text()
+    assert "Uvicorn running" in log or "Application startup complete" in log

@@ -17,8 +17,6 @@ import pytest
 from pretrainlab.llm import serve
 from pretrainlab.llm.serve import LocalServer, ServeError, resolve_engine
 
-TEXTS = ["edge ba be\nedge be bi\nedge bi ba\n? 1 ba be\n? 2 be ba", "Q: What is 7 + 12 mod 23? A: 19"] * 30
-
 # A stand-in engine: `python fake_engine.py MODEL --host H --port P [flags]`. It serves GET /health (or, with
 # --no-health, only GET /v1/models; with --never-ready, /health says 503), writes the pids of itself and of a
 # sleeping child it starts into --pids, with --exit N exits at once, and with --ignore-term survives SIGTERM.
@@ -110,26 +108,6 @@ def fake_server(model_dir: Path, pids: Path, *flags: str, **kwargs: Any) -> Loca
 
 def read_pids(path: Path) -> list[int]:
     return [int(p) for p in path.read_text().split()]
-
-
-@pytest.fixture
-def hf_model(tmp_path: Path) -> Path:
-    """A tiny exported llama (2 layers, width 32) with a BPE tokenizer trained on TEXTS."""
-    pytest.importorskip("transformers")
-    import torch
-
-    from pretrainlab.export import to_hf
-    from pretrainlab.tokenize.tokenizer import save_tokenizer, train_bpe
-    from pretrainlab.train.model import GPT, ModelConfig
-
-    tok_path = tmp_path / "tokenizer.json"
-    tok = train_bpe(TEXTS, vocab_size=300)
-    save_tokenizer(tok, tok_path)
-    torch.manual_seed(0)
-    config = ModelConfig.preset(
-        "llama", vocab_size=tok.get_vocab_size(), seq_len=64, layers=2, width=32, heads=4
-    )
-    return to_hf(GPT(config).eval(), tok_path, tmp_path / "export")
 
 
 def test_transformers_server_answers_the_openai_client(hf_model: Path, tmp_path: Path) -> None:

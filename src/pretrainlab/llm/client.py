@@ -425,7 +425,12 @@ class EngineClient:
         for ep in self.endpoints:
             ep._sync()
             stats.endpoints[ep.label] = ep.stats
-        source = _aiter(items)
+        # a plain iterable is read inline; an async one by a feeder task into a small buffer, so a source
+        # that waits (e.g. for replies this loop has yet to settle) never stalls the loop
+        sync_items = None if isinstance(items, AsyncIterable) else iter(items)
+        buffer: deque[Any] = deque()
+        space = asyncio.Event()
+        feeder: asyncio.Task | None = None
         exhausted = False
         tasks: set[asyncio.Task] = set()
         finished: deque[asyncio.Task] = deque()  # tasks done but not yet settled
@@ -439,7 +444,20 @@ class EngineClient:
         seq = itertools.count()
         ready: list[Result] = []
         last_progress = 0.0
-        pull: asyncio.Future | None = None  # the pending read of the next item from the source
+
+        async def feed(source: AsyncIterable[Any]) -> None:
+            try:
+                async for raw in source:
+                    buffer.append(raw)
+                    wakeup.set()
+                    while stats.outstanding + len(buffer) >= self.window:
+                        space.clear()
+                        await space.wait()
+            finally:
+                wakeup.set()
+
+        if sync_items is None:
+            feeder = asyncio.create_task(feed(items))  # type: ignore[arg-type]
 
         def pick(now: float) -> _Endpoint | None:
             best = max(self.endpoints, key=lambda e: (e.free(now), -e.inflight))
@@ -463,18 +481,19 @@ class EngineClient:
                     if waiting and waiting[0][0] <= now:
                         launch(ep, heapq.heappop(waiting)[2])
                     elif not exhausted and stats.outstanding < self.window:
-                        # the source is read by a task, so a source that waits (e.g. for replies this
-                        # loop has yet to settle) never stalls the loop
-                        if pull is None:
-                            pull = asyncio.ensure_future(source.__anext__())
-                            pull.add_done_callback(lambda _: wakeup.set())
-                        if not pull.done():
-                            break
-                        task_done, pull = pull, None
-                        try:
-                            raw = task_done.result()
-                        except StopAsyncIteration:
-                            exhausted = True
+                        if sync_items is not None:
+                            try:
+                                raw = next(sync_items)
+                            except StopIteration:
+                                exhausted = True
+                                break
+                        elif buffer:
+                            raw = buffer.popleft()
+                            space.set()
+                        else:
+                            if feeder is not None and feeder.done():
+                                feeder.result()  # the source's own exception, if it raised one
+                                exhausted = True
                             break
                         stats.pulled += 1
                         stats.max_outstanding = max(stats.max_outstanding, stats.outstanding)
@@ -502,11 +521,11 @@ class EngineClient:
                 # 3. wait for a reply, a retry's backoff or a pause to end
                 if not tasks and not waiting and exhausted:
                     break
-                # something will wake us: a reply, or the pending read of the next item
-                busy = bool(tasks) or (pull is not None and not pull.done())
+                # something will wake us: a reply, or the feeder reading the next item
+                busy = bool(tasks) or (feeder is not None and not feeder.done())
                 takeable = (
-                    pull is not None
-                    and pull.done()
+                    not exhausted
+                    and (bool(buffer) or (feeder is not None and feeder.done()))
                     and stats.outstanding < self.window
                     and pick(time.monotonic()) is not None
                 )
@@ -533,9 +552,9 @@ class EngineClient:
                     if r is not None:
                         ready.append(r)
         finally:
-            if pull is not None and not pull.done():
-                pull.cancel()
-                await asyncio.gather(pull, return_exceptions=True)
+            if feeder is not None and not feeder.done():
+                feeder.cancel()
+                await asyncio.gather(feeder, return_exceptions=True)
             for task in tasks:
                 task.cancel()
             if tasks:
