@@ -22,7 +22,7 @@ from pretrainlab.design import DesignError, parse_design  # noqa: E402
 from pretrainlab.generate.records import read_rows  # noqa: E402
 from pretrainlab.llm.fake_server import FakeServer, FaultSchedule  # noqa: E402
 from pretrainlab.llm.journal import JOURNAL_NAME  # noqa: E402
-from pretrainlab.pipeline import Pipeline  # noqa: E402
+from pretrainlab.pipeline import Pipeline, StageError  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -209,6 +209,7 @@ def test_faulty_server_every_item_a_record_or_a_counted_drop(tmp_path):
     with FakeServer(schedule) as srv:
         d = design_dict(tmp_path, srv.base_url)
         d["llm"]["max_attempts"] = 2  # so that some items do run out of attempts
+        d["llm"]["max_failed_fraction"] = 1.0  # and the stage still finishes, counting them
         d["exercises"][0]["seeds"]["repeat"] = 5  # 100 items
         # a few items the server refuses outright (400): dropped at once, with that reason
         d["exercises"][0]["prompt"][0]["content"] += "{% if index % 25 == 7 %} [[status=400]]{% endif %}"
@@ -391,3 +392,22 @@ def test_transformers_serve_generates_200_records_with_provenance(tmp_path, hf_m
     # the engine was stopped with the stage
     log = (result.dir / "serve-local.log").read_text()
     assert "Uvicorn running" in log or "Application startup complete" in log
+
+
+def test_engine_down_fails_the_stage_and_the_rerun_sends_only_what_failed(tmp_path, capsys):
+    with FakeServer() as srv:
+        d = design_dict(tmp_path, srv.base_url)
+        d["llm"]["max_attempts"] = 1
+        # items 3 and 4 hit a server error: 2 of 40 > 1%, so the stage fails, naming the cause
+        d["exercises"][0]["prompt"][0]["content"] += "{% if index in (3, 4) %} [[status=503]]{% endif %}"
+        with pytest.raises(StageError, match=r"2 of 40 items got no answer .*2 server_error.* sends only"):
+            generate(d, tmp_path / "runs")
+        assert len(srv.records) == 40
+        d["exercises"][0]["prompt"][0]["content"] = d["exercises"][0]["prompt"][0]["content"].replace(
+            "(3, 4)", "()"
+        )
+    with FakeServer() as srv:  # the engine is back (and the prompt of items 3, 4 no longer fails)
+        d["llm"]["endpoints"][0]["url"] = srv.base_url
+        result, rows = generate(d, tmp_path / "runs")
+        # only the two items whose prompts changed are new requests; the other 38 come from the cache
+        assert len(rows) == 40 and len(srv.records) == 2

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import os
+import sys
 from importlib import resources
 from pathlib import Path
 
@@ -303,7 +305,20 @@ def compare(
 def main() -> None:
     from pretrainlab.train.distributed import shutdown
 
+    # like `python -m`, let designs name verifiers and worlds in modules of the working directory
+    if os.getcwd() not in sys.path and "" not in sys.path:
+        sys.path.insert(0, os.getcwd())
+    from pretrainlab.llm.corpus import CorpusError
+    from pretrainlab.pipeline import StageError
+
     try:
         app()
+    except (StageError, CorpusError) as e:
+        err.print(f"[red]error[/red] {e}", highlight=False)
+        sys.exit(1)
+    except DesignError as e:
+        for line in e.errors:
+            err.print(f"[red]error[/red] {line}", highlight=False)
+        sys.exit(2)
     finally:
         shutdown()

@@ -214,6 +214,12 @@ class LLMSection(Section):
     cache: bool = Field(
         True, description="Keep every answer in runs/NAME/llm-cache: re-runs and resumes send nothing twice."
     )
+    max_failed_fraction: float = Field(
+        0.01,
+        ge=0,
+        le=1,
+        description="The stage fails (to be re-run) when more items than this got no answer from the engine.",
+    )
 
     @model_validator(mode="after")
     def _names(self) -> LLMSection:

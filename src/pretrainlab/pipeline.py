@@ -33,6 +33,11 @@ STAGES = ("generate", "curate", "tokenize", "train")
 MANIFEST = "manifest.json"
 
 
+class StageError(RuntimeError):
+    """A stage that cannot finish for a reason the user can act on; the message says what to do.
+    Nothing is marked finished, so the next run runs the stage again."""
+
+
 @dataclass
 class StageResult:
     stage: str

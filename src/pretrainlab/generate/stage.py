@@ -125,6 +125,7 @@ def run_generate(design: Design, out: Path, inputs: dict, console: Console) -> d
             progress.update(task, total=per_exercise[ex.key]["records"])
             if "rejected" in per_exercise[ex.key]:
                 _print_llm_summary(console, ex.key, per_exercise[ex.key])
+                _check_failures(design, ex.key, per_exercise[ex.key])
     total_bytes = sum(v["bytes"] for v in per_exercise.values())
     return {
         "exercises": per_exercise,
@@ -148,6 +149,29 @@ def _print_llm_summary(console: Console, key: str, s: dict[str, Any]) -> None:
         f"  {key}: {s['records']} records from {s['items']} items · {req['sent']} requests sent, "
         f"{req['from_cache']} from the cache · rejected: {rej}"
     )
+
+
+def _check_failures(design: Design, key: str, s: dict[str, Any]) -> None:
+    """Fail the stage when too many items found no answer (engine down, wrong key or model name, an
+    overloaded server): finishing would cache a stage that is missing data. Answers already received
+    are journaled, so the re-run sends only the failed requests."""
+    from pretrainlab.llm.journal import PERMANENT_REASONS
+    from pretrainlab.pipeline import StageError
+
+    failed = {
+        r: n
+        for r, n in s["rejected"].items()
+        if r.startswith("request:") and r.split(":", 1)[1] not in PERMANENT_REASONS
+    }
+    allowed = design.llm.max_failed_fraction * s["items"]  # type: ignore[union-attr]
+    if sum(failed.values()) > allowed:
+        reasons = ", ".join(f"{n} {r.split(':', 1)[1]}" for r, n in failed.items())
+        raise StageError(
+            f"exercise '{key}': {sum(failed.values())} of {s['items']} items got no answer from the "
+            f"engine ({reasons}; details in {s['rejected_file']}), more than llm.max_failed_fraction="
+            f"{design.llm.max_failed_fraction:g} allows. Nothing is lost: every answer received is in "
+            "the request cache, so running the same command again sends only the failed requests."
+        )
 
 
 def llm_ledger(design: Design, per_exercise: dict[str, Any]) -> dict[str, Any]:

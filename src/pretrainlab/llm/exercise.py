@@ -20,7 +20,7 @@ import itertools
 import json
 import time
 from collections import Counter
-from collections.abc import AsyncIterator, Iterator, Mapping
+from collections.abc import AsyncIterable, AsyncIterator, Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -44,7 +44,7 @@ from pretrainlab.llm.verifiers import (
 
 if TYPE_CHECKING:
     from pretrainlab.design import Design
-    from pretrainlab.llm.client import Result
+    from pretrainlab.llm.client import EngineClient, Result
 
 __all__ = ["Generation", "Judge", "LLMExercise", "LLMParams", "Step"]
 
@@ -130,6 +130,11 @@ class Step(WorldParams):
 
 class Judge(WorldParams):
     criteria: str = Field(min_length=1, description="What a good response does (the rubric).")
+    task: str | None = Field(
+        None,
+        description="What the judge is told the response answers (a template, e.g. 'Rewrite: "
+        "{{ seed.text }}'); default: the last step's prompt.",
+    )
     threshold: float = Field(
         7, ge=1, le=10, description="Keep records the judge scores at least this (1-10)."
     )
@@ -231,6 +236,14 @@ class LLMParams(WorldParams):
                     errors.append(
                         f"text: undefined variable {missing[0]!r} (known: {', '.join(sorted(known))})"
                     )
+        if self.judge is not None and self.judge.task is not None:
+            try:
+                missing = sorted(_compile(self.judge.task, "judge.task").variables - known)
+            except ValueError as e:
+                errors.append(f"judge.task: {e}")
+            else:
+                if missing:
+                    errors.append(f"judge.task: undefined variable {missing[0]!r}")
         for j, path in enumerate(self.verify):
             try:
                 load_verifier(path)
@@ -270,6 +283,7 @@ class _Chain:
     calls: dict[str, dict[str, Any]] = field(default_factory=dict)
     candidates: list[dict[str, Any]] = field(default_factory=list)  # final texts awaiting the judge
     judging: int = 0
+    last_prompt: str = ""  # the last step's prompt as sent, for the judge
     docs: list[Document] = field(default_factory=list)
 
 
@@ -286,9 +300,34 @@ class _Lane:
             yield req
 
 
+class _LazyClient:
+    """An engine client made when the first item arrives (what `cached_run` needs of a client)."""
+
+    def __init__(self, make: Callable[[], EngineClient]) -> None:
+        self.make = make
+        self.client: EngineClient | None = None
+
+    async def run(self, items: AsyncIterable[Any]) -> AsyncIterator[Result]:
+        source = aiter(items)
+        try:
+            first = await anext(source)
+        except StopAsyncIteration:
+            return
+        self.client = self.make()
+
+        async def rest() -> AsyncIterator[Any]:
+            yield first
+            async for item in source:
+                yield item
+
+        async for r in self.client.run(rest()):
+            yield r
+
+
 class LLMExercise(World):
-    """Documents written by a model behind an OpenAI-compatible API (see the module docstring and
-    docs/llm-exercises.md)."""
+    """Documents written by a model behind an OpenAI-compatible API, from seeds and sampled values.
+
+    See the module docstring and docs/llm-exercises.md."""
 
     kind = "llm"
     version = 1
@@ -304,6 +343,8 @@ class LLMExercise(World):
         self.templates = [_compile(s.prompt, s.name) for s in self.steps]
         self.parsers = [build_parser(s.parser) for s in self.steps]
         self.text_template = _compile(self.params.text, "text") if self.params.text is not None else None
+        judge_task = params.judge.task if params.judge is not None else None
+        self.judge_task = _compile(judge_task, "judge.task") if judge_task is not None else None
         self.samplers = build_samplers(params.samplers)
         self.verifiers = [(path, load_verifier(path)) for path in params.verify]
         self._summary: dict[str, Any] = {}
@@ -387,7 +428,7 @@ class LLMExercise(World):
         ctx = self.ctx
         results: asyncio.Queue = asyncio.Queue()
         lanes: dict[tuple[str, ...], _Lane] = {}
-        clients: list[EngineClient] = []
+        clients: list[_LazyClient] = []
         cache_stats = CachedRunStats()
         pending: dict[str, tuple[_Chain, str, Any]] = {}  # request id -> (chain, what, payload)
         request_ids = itertools.count()
@@ -397,7 +438,7 @@ class LLMExercise(World):
         self._rejects_path = Path(ctx.out) / f"rejected-{ctx.exercise}.jsonl"
         rejects = open(self._rejects_path, "w", encoding="utf-8")  # noqa: SIM115 -- closed in finally
 
-        async def pump(lane: _Lane, client: EngineClient, model: str) -> None:
+        async def pump(lane: _Lane, client: _LazyClient, model: str) -> None:
             try:
                 if ctx.cache is not None:
                     stream = cached_run(client, lane.source(), ctx.cache, model=model, stats=cache_stats)
@@ -413,7 +454,10 @@ class LLMExercise(World):
             lane = lanes.get(names)
             if lane is None:
                 lane = lanes[names] = _Lane(names)
-                client = EngineClient(ctx.pool.specs(names), ctx.pool.client_config())
+                # built on the first request the cache cannot answer: a fully cached run starts no engine
+                client = _LazyClient(
+                    lambda n=names: EngineClient(ctx.pool.specs(n), ctx.pool.client_config())
+                )
                 clients.append(client)
                 lane.task = asyncio.create_task(pump(lane, client, ctx.pool.model(names)))
             rid = f"{chain.index}:{what}:{next(request_ids)}"
@@ -442,6 +486,10 @@ class LLMExercise(World):
             except TemplateError as e:
                 reject(chain, "template", step.name, str(e))
                 return False
+            if i == len(self.steps) - 1:
+                chain.last_prompt = (
+                    messages if isinstance(messages, str) else "\n\n".join(m["content"] for m in messages)
+                )
             if chain.parse_attempt and isinstance(messages, list):
                 messages = messages + chain.calls[step.name]["retry_turns"]
             gen = self.params.generation.merged(step.generation)
@@ -522,7 +570,9 @@ class LLMExercise(World):
                 if not isinstance(text, str) or not text.strip():
                     reject(chain, "empty_text", "text", f"the record text is {text!r}; set `text`")
                     continue
+                # what verifiers see: sampled values, step outputs, the text, and the seed it grew from
                 fields = {**chain.values, **{k: context[k] for k in chain.calls}, "text": text}
+                fields["seed"] = context["seed"]
                 verdicts: dict[str, Any] = {}
                 failed = None
                 for path, fn in self.verifiers:
@@ -541,7 +591,8 @@ class LLMExercise(World):
                     chain.judging += 1
                     j = self.params.judge
                     gen = Generation(max_tokens=256, temperature=0.0).merged(j.generation)
-                    messages = judge_prompt(text, j.criteria)
+                    task = self.judge_task.render(context) if self.judge_task else chain.last_prompt
+                    messages = judge_prompt(text, j.criteria, task=task)
                     params = gen.request_params(self._request_seed(chain, f"judge:{choice}"))
                     send(chain, ctx.pool.names(j.endpoint), "judge", messages, params, cand)
             return chain.judging > 0
@@ -645,7 +696,8 @@ class LLMExercise(World):
                     t.cancel()
             await asyncio.gather(*tasks, return_exceptions=True)
             for client in clients:
-                await client.aclose()
+                if client.client is not None:
+                    await client.client.aclose()
             rejects.close()
         self._summary = {
             "items": total,
