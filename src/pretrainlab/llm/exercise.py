@@ -378,14 +378,19 @@ class LLMExercise(World):
             raise RuntimeError("an llm exercise runs inside the generate stage (call setup(ctx) first)")
         loop = asyncio.new_event_loop()
         agen = self._documents()
+        step: asyncio.Future | None = None
         try:
             while True:
+                step = asyncio.ensure_future(agen.__anext__(), loop=loop)
                 try:
-                    doc = loop.run_until_complete(agen.__anext__())
+                    doc = loop.run_until_complete(step)
                 except StopAsyncIteration:
                     break
                 yield doc
         finally:
+            if step is not None and not step.done():  # interrupted (Ctrl-C) mid-step: unwind it first
+                step.cancel()
+                loop.run_until_complete(asyncio.gather(step, return_exceptions=True))
             loop.run_until_complete(agen.aclose())
             loop.run_until_complete(loop.shutdown_asyncgens())
             loop.close()
