@@ -337,8 +337,11 @@ class _Endpoint:
         self.ok_since_change += 1
         cfg = self.config
         latency_holds = self.ewma <= cfg.latency_tolerance * self.baseline + cfg.latency_slack_s
-        if self.ok_since_change >= self.limit and latency_holds and self.limit < self.spec.max_concurrency:
-            self.limit += 1  # additive increase: +1 per full window of successes
+        # slow start until the first decrease (+1 per success: the limit doubles every round trip),
+        # then additive increase (+1 per full window of successes)
+        needed = 1 if self.epoch == 0 else self.limit
+        if self.ok_since_change >= needed and latency_holds and self.limit < self.spec.max_concurrency:
+            self.limit += 1
             self.ok_since_change = 0
         self._sync()
 
@@ -432,13 +435,9 @@ class EngineClient:
         space = asyncio.Event()
         feeder: asyncio.Task | None = None
         exhausted = False
-        tasks: set[asyncio.Task] = set()
-        finished: deque[asyncio.Task] = deque()  # tasks done but not yet settled
+        tasks: set[asyncio.Task] = set()  # one worker per busy slot
+        finished: deque[_Done] = deque()  # attempts done but not yet settled
         wakeup = asyncio.Event()
-
-        def on_done(task: asyncio.Task) -> None:
-            finished.append(task)
-            wakeup.set()
 
         waiting: list[tuple[float, int, _Item]] = []  # (ready_at, seq, item): retries waiting for backoff
         seq = itertools.count()
@@ -463,50 +462,78 @@ class EngineClient:
             best = max(self.endpoints, key=lambda e: (e.free(now), -e.inflight))
             return best if best.free(now) > 0 else None
 
-        def launch(ep: _Endpoint, item: _Item) -> None:
+        def next_item(now: float) -> _Item | None:
+            """The next item to send: a retry whose backoff is over, else a fresh one while the window
+            allows (items that are not requests become drops on the way), else None."""
+            nonlocal exhausted
+            if waiting and waiting[0][0] <= now:
+                return heapq.heappop(waiting)[2]
+            while not exhausted and stats.outstanding < self.window:
+                if sync_items is not None:
+                    try:
+                        raw = next(sync_items)
+                    except StopIteration:
+                        exhausted = True
+                        return None
+                elif buffer:
+                    raw = buffer.popleft()
+                    space.set()
+                else:
+                    if feeder is not None and feeder.done():
+                        feeder.result()  # the source's own exception, if it raised one
+                        exhausted = True
+                    return None
+                stats.pulled += 1
+                stats.max_outstanding = max(stats.max_outstanding, stats.outstanding)
+                try:
+                    return _Item(Request.coerce(raw))
+                except (TypeError, KeyError, ValueError) as e:
+                    rid = str(raw.get("id")) if isinstance(raw, Mapping) else f"#{stats.pulled - 1}"
+                    ready.append(
+                        self._drop(_Item(Request(rid, [])), Failure("invalid_item", False, _short(e)))
+                    )
+                    wakeup.set()
+            return None
+
+        def claim(ep: _Endpoint, item: _Item) -> int:
             item.attempts += 1
             stats.attempts += 1
             ep.inflight += 1
             ep.stats.requests += 1
             ep._sync()
-            task = asyncio.create_task(self._attempt(ep, item, ep.epoch))
-            task.add_done_callback(on_done)
+            return ep.epoch
+
+        async def work(ep: _Endpoint, item: _Item, epoch: int) -> None:
+            # a worker sends its next request as soon as a reply is in, from the same task (and so
+            # over the connection it just used), rather than a loop turn later from a new task
+            while True:
+                done = await self._attempt(ep, item, epoch)
+                ep.inflight -= 1
+                finished.append(done)
+                wakeup.set()
+                if ep.free(time.monotonic()) <= 0 or (nxt := next_item(time.monotonic())) is None:
+                    return
+                item, epoch = nxt, claim(ep, nxt)
+
+        crashed: list[BaseException] = []  # a worker that raised: a bug, surfaced by the loop
+
+        def on_exit(task: asyncio.Task) -> None:
+            tasks.discard(task)
+            if not task.cancelled() and task.exception() is not None:
+                crashed.append(task.exception())  # type: ignore[arg-type]
+            wakeup.set()
+
+        def launch(ep: _Endpoint, item: _Item) -> None:
+            task = asyncio.create_task(work(ep, item, claim(ep, item)))
+            task.add_done_callback(on_exit)
             tasks.add(task)
 
         try:
             while True:
                 # 1. dispatch: retries whose backoff is over first, then fresh items while the window allows
                 now = time.monotonic()
-                while (ep := pick(now)) is not None:
-                    if waiting and waiting[0][0] <= now:
-                        launch(ep, heapq.heappop(waiting)[2])
-                    elif not exhausted and stats.outstanding < self.window:
-                        if sync_items is not None:
-                            try:
-                                raw = next(sync_items)
-                            except StopIteration:
-                                exhausted = True
-                                break
-                        elif buffer:
-                            raw = buffer.popleft()
-                            space.set()
-                        else:
-                            if feeder is not None and feeder.done():
-                                feeder.result()  # the source's own exception, if it raised one
-                                exhausted = True
-                            break
-                        stats.pulled += 1
-                        stats.max_outstanding = max(stats.max_outstanding, stats.outstanding)
-                        try:
-                            req = Request.coerce(raw)
-                        except (TypeError, KeyError, ValueError) as e:
-                            rid = str(raw.get("id")) if isinstance(raw, Mapping) else f"#{stats.pulled - 1}"
-                            bad = Failure("invalid_item", False, _short(e))
-                            ready.append(self._drop(_Item(Request(rid, [])), bad))
-                            continue
-                        launch(ep, _Item(req))
-                    else:
-                        break
+                while (ep := pick(now)) is not None and (item := next_item(now)) is not None:
+                    launch(ep, item)
                     now = time.monotonic()
 
                 # 2. hand over what is done
@@ -545,10 +572,10 @@ class EngineClient:
                             pass
                     else:
                         await asyncio.sleep(timeout if timeout is not None else 0)
+                if crashed:
+                    raise crashed[0]
                 while finished:
-                    task = finished.popleft()
-                    tasks.discard(task)
-                    r = self._settle(task.result(), waiting, next(seq))
+                    r = self._settle(finished.popleft(), waiting, next(seq))
                     if r is not None:
                         ready.append(r)
         finally:
@@ -589,7 +616,6 @@ class EngineClient:
     def _settle(self, done: _Done, waiting: list, seq: int) -> Result | None:
         """Book one finished attempt; return the item's Result if it is final, else queue its retry."""
         ep, item, stats, now = done.endpoint, done.item, self.stats, time.monotonic()
-        ep.inflight -= 1
         item.last_endpoint = ep.label
         if done.result is not None:
             ep.stats.ok += 1
