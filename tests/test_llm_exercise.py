@@ -411,3 +411,33 @@ def test_engine_down_fails_the_stage_and_the_rerun_sends_only_what_failed(tmp_pa
         result, rows = generate(d, tmp_path / "runs")
         # only the two items whose prompts changed are new requests; the other 38 come from the cache
         assert len(rows) == 40 and len(srv.records) == 2
+
+
+def test_n_choices_structured_output_and_the_key_never_written(tmp_path, monkeypatch):
+    secret = "sk-test-never-write-me"
+    monkeypatch.setenv("FAKE_ENGINE_KEY", secret)
+    seen = []
+
+    def reply(req):
+        seen.append(req)
+        return json.dumps({"answer": 7})
+
+    schema = {"type": "object", "required": ["answer"], "properties": {"answer": {"type": "integer"}}}
+    with FakeServer(reply=reply, expect_key=secret) as srv:
+        d = design_dict(
+            tmp_path,
+            srv.base_url,
+            parser={"kind": "json", "schema": schema},
+            structured=True,
+            generation={"n": 2, "max_tokens": 32},
+            text="The answer is {{ response.answer }}.",
+        )
+        d["llm"]["endpoints"][0]["api_key_env"] = "FAKE_ENGINE_KEY"
+        result, rows = generate(d, tmp_path / "runs")
+    # n = 2: two candidate records per item, the second marked choice 1
+    assert len(rows) == 80 and sum(json.loads(r["params"]).get("choice") == 1 for r in rows) == 40
+    assert seen[0]["n"] == 2 and seen[0]["response_format"]["type"] == "json_schema"
+    assert all(r.authorized for r in srv.records) and len(srv.records) == 40
+    for f in (tmp_path / "runs").rglob("*"):
+        if f.is_file():
+            assert secret.encode() not in f.read_bytes(), f
