@@ -20,6 +20,7 @@ pytest.importorskip("openai")
 
 from pretrainlab.design import DesignError, parse_design  # noqa: E402
 from pretrainlab.generate.records import read_rows  # noqa: E402
+from pretrainlab.ledger import ledger_rows  # noqa: E402
 from pretrainlab.llm.fake_server import FakeServer, FaultSchedule  # noqa: E402
 from pretrainlab.llm.journal import JOURNAL_NAME  # noqa: E402
 from pretrainlab.pipeline import Pipeline, StageError  # noqa: E402
@@ -78,6 +79,7 @@ def generate(d: dict, runs: Path):
 def test_records_carry_provenance_and_rerun_sends_nothing(tmp_path):
     with FakeServer() as srv:
         d = design_dict(tmp_path, srv.base_url)
+        d["llm"]["endpoints"][0].update(params=1e9, tokens_per_s=500)
         result, rows = generate(d, tmp_path / "runs")
         assert len(rows) == 40 and len(srv.records) == 40  # 20 seeds x repeat 2
         s = result.manifest["exercises"]["rephrase"]
@@ -98,6 +100,11 @@ def test_records_carry_provenance_and_rerun_sends_nothing(tmp_path):
         assert [json.loads(r["params"])["index"] for r in rows] == list(range(40))  # item order
         led = result.manifest["ledger"]["llm"]["rephrase@fake"]
         assert led["prompt_tokens"] == s["tokens"]["fake"]["prompt_tokens"]
+        # the ledger: a row per exercise and endpoint, FLOPs and device-hours from the stated size and speed
+        n = led["prompt_tokens"] + led["completion_tokens"]
+        (row,) = [r for r in ledger_rows({"generate": result.manifest}) if r["note"].startswith("LLM")]
+        assert row["tokens"] == n and row["flops"] == 2 * 1e9 * n
+        assert row["device_hours"] == pytest.approx(n / 500 / 3600)
 
         # an unrelated edit (another exercise added) re-runs the stage, but sends nothing already answered
         d2 = {

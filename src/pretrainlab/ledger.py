@@ -59,6 +59,20 @@ def ledger_rows(manifests: dict[str, dict[str, Any]]) -> list[dict[str, Any]]:
                 "note": led.get("note", ""),
             }
         )
+        # LLM generation: one row per exercise and endpoint (its time is in the stage's row above)
+        for key, g in sorted(led.get("llm", {}).items()):
+            rows.append(
+                {
+                    "stage": stage,
+                    "wall_s": 0.0,
+                    "cpu_s": 0.0,
+                    "tokens": g.get("prompt_tokens", 0) + g.get("completion_tokens", 0),
+                    "flops": g.get("flops"),
+                    "device_hours": g.get("device_hours"),
+                    "note": f"LLM {key}: {g.get('prompt_tokens', 0):,} prompt + "
+                    f"{g.get('completion_tokens', 0):,} completion tokens, {g.get('requests', 0):,} requests",
+                }
+            )
     return rows
 
 

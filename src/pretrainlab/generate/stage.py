@@ -181,24 +181,13 @@ def llm_ledger(design: Design, per_exercise: dict[str, Any]) -> dict[str, Any]:
         return {}
     eps = {ep.name: ep for ep in design.llm.endpoints}
     rows: dict[str, Any] = {}
-    flops = hours = 0.0
     for key, s in per_exercise.items():
         for ep_name, t in s.get("tokens", {}).items():
             n = t.get("prompt_tokens", 0) + t.get("completion_tokens", 0)
             ep = eps.get(ep_name)
-            row = {**t, "flops": None, "device_hours": None}
-            if ep is not None and ep.params:
-                row["flops"] = 2 * ep.params * n
-                flops += row["flops"]
-            if ep is not None and ep.tokens_per_s:
-                row["device_hours"] = n / ep.tokens_per_s / 3600
-                hours += row["device_hours"]
-            rows[f"{key}@{ep_name}"] = row
-    if not rows:
-        return {}
-    out: dict[str, Any] = {"llm": rows, "note": "procedural worlds + LLM generation"}
-    if flops:
-        out["flops"] = flops
-    if hours:
-        out["device_hours"] = hours
-    return out
+            rows[f"{key}@{ep_name}"] = {
+                **t,
+                "flops": 2 * ep.params * n if ep is not None and ep.params else None,
+                "device_hours": n / ep.tokens_per_s / 3600 if ep is not None and ep.tokens_per_s else None,
+            }
+    return {"llm": rows, "note": "procedural worlds + LLM generation (rows below)"} if rows else {}
