@@ -22,7 +22,7 @@ from pydantic import (
 )
 
 from pretrainlab.generate.worlds.base import World, WorldParams, builtin_worlds, resolve_world
-from pretrainlab.llm.corpus import CorpusSpec
+from pretrainlab.llm.corpus import CorpusSpec, resolve_path
 
 
 class DesignError(ValueError):
@@ -257,8 +257,7 @@ class Design(Section):
 
     def resolve(self, path: str) -> Path:
         """A path from the design, relative to the design file's folder."""
-        p = Path(path).expanduser()
-        return p if p.is_absolute() or self._base_dir is None else self._base_dir / p
+        return resolve_path(path, self._base_dir)
 
     def endpoint_model(self, ep: EndpointSection) -> str:
         """The model name requests to an endpoint carry (a served folder is named by its absolute path)."""

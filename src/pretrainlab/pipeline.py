@@ -15,6 +15,7 @@ import os
 import shutil
 from collections.abc import Callable
 from dataclasses import dataclass
+from functools import cached_property
 from pathlib import Path
 from typing import Any
 
@@ -76,7 +77,7 @@ class Pipeline:
             # a world's version is part of the key: new world code means new data
             versions = {ex.key: ex.world_class().version for ex in self.design.exercises}
             config = {"seed": d["seed"], "exercises": d["exercises"], "world_versions": versions}
-            return {**config, **self._llm_inputs()}
+            return {**config, **self._llm_inputs}
         if stage == "curate":
             return d["curate"]
         if stage == "tokenize":
@@ -87,9 +88,11 @@ class Pipeline:
             return {"seed": d["seed"], "model": d["model"], "train": d["train"], "eval": d["eval"]}
         raise KeyError(stage)
 
+    @cached_property
     def _llm_inputs(self) -> dict[str, Any]:
         """What else LLM exercises' output depends on: the seed corpora's bytes (not where they lie)
-        and the models the endpoints serve (not their URLs or keys)."""
+        and the models the endpoints serve (not their URLs or keys). Hashed once per pipeline: every
+        stage's hash includes the generate stage's."""
         out: dict[str, Any] = {}
         if self.design.corpora:
             from pretrainlab.design import DesignError

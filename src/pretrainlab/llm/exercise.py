@@ -291,7 +291,6 @@ class _Chain:
 class _Lane:
     """One engine client (the endpoints a step or the judge sends to) with its own request queue."""
 
-    names: tuple[str, ...]
     queue: asyncio.Queue = field(default_factory=asyncio.Queue)
     task: asyncio.Task | None = None
 
@@ -458,7 +457,7 @@ class LLMExercise(World):
         def send(chain: _Chain, names: tuple[str, ...], what: str, messages: Any, params: dict, payload=None):
             lane = lanes.get(names)
             if lane is None:
-                lane = lanes[names] = _Lane(names)
+                lane = lanes[names] = _Lane()
                 # built on the first request the cache cannot answer: a fully cached run starts no engine
                 client = _LazyClient(
                     lambda n=names: EngineClient(ctx.pool.specs(n), ctx.pool.client_config())
