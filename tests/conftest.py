@@ -63,3 +63,11 @@ def hf_model(tmp_path):
         "llama", vocab_size=tok.get_vocab_size(), seq_len=64, layers=2, width=32, heads=4
     )
     return to_hf(GPT(config).eval(), tok_path, tmp_path / "export")
+
+
+def pytest_configure(config) -> None:
+    """Measurements cached per machine (the matmul rate) go to a folder of this test session's own."""
+    import os
+    import tempfile
+
+    os.environ.setdefault("PRETRAINLAB_CACHE_DIR", tempfile.mkdtemp(prefix="pretrainlab-cache-"))

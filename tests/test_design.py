@@ -145,3 +145,52 @@ def test_design_docs_do_not_drift():
 def test_shipped_examples_validate():
     for path in sorted((ROOT / "examples").glob("*.yaml")):
         load_design(path)
+
+
+def _model_refusal(preset: str, overrides: dict, seq_len: int) -> str | None:
+    """The field the model names when it refuses to build this shape, or None when it builds."""
+    from pretrainlab.train.model import GPT, ModelConfig
+
+    try:
+        GPT(ModelConfig.preset(preset, vocab_size=300, seq_len=seq_len, **overrides))
+    except ValueError as e:
+        return str(e).split(":", 1)[0]
+    return None
+
+
+def test_validate_refuses_exactly_the_model_shapes_the_model_refuses():
+    """Random shapes: `validate` accepts a model iff the model builds, and names the field it refuses."""
+    import random
+
+    rng = random.Random(0)
+    refused = 0
+    for _ in range(150):
+        overrides = {
+            "layers": 1,
+            "width": rng.choice([8, 12, 16, 24, 30, 32, 48, 64, 96]),
+            "heads": rng.randint(1, 8),
+            "kv_heads": rng.choice([None, 1, 2, 3, 4]),
+            "positions": rng.choice(["rope", "learned", "none"]),
+            "canon": rng.choice(["", "AB", "ABCD", "AA", "DCBA", "BB"]),
+        }
+        overrides = {k: v for k, v in overrides.items() if v is not None}
+        preset = rng.choice(["gpt2", "llama"])
+        field = _model_refusal(preset, overrides, seq_len=16)
+        data = {**base(), "model": {"preset": preset, **overrides}, "train": {"seq_len": 16}}
+        if field is None:
+            parse_design(data)
+            continue
+        refused += 1
+        with pytest.raises(DesignError) as err:
+            parse_design(data)
+        assert f"model.{field}:" in str(err.value)
+    assert refused > 30  # the sample covers the model's checks
+
+
+def test_cli_validate_names_the_model_field_without_a_traceback(tmp_path):
+    path = tmp_path / "d.yaml"
+    path.write_text(yaml.safe_dump({**base(), "model": {"width": 64, "heads": 3}}))
+    result = runner.invoke(app, ["validate", str(path)])
+    assert result.exit_code != 0
+    assert "model.width: 64 is not divisible by heads=3" in result.output
+    assert "Traceback" not in result.output

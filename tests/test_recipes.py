@@ -176,6 +176,7 @@ def runs(tmp_path_factory):
 def test_recipe_generates(runs, name):
     design, summary, rows = runs[name]
     assert summary["records"] == len(rows)
+    assert len({r["id"] for r in rows}) == len(rows)  # ids name records, even where texts coincide
     if name == "arithmetic-verified":
         assert summary["rejected"]["verify"] > 0 and set(summary["rejected"]) == {"verify"}
         assert summary["records"] + summary["rejected"]["verify"] == summary["items"] == 50

@@ -257,8 +257,8 @@ def run(design: Path, runs: Path = RUNS) -> None:
 
     rows = ledger_rows(pipeline.finished())
     ledger = Table(title="Ledger", title_justify="left")
-    for col in ("stage", "wall s", "CPU s", "tokens", "FLOPs"):
-        ledger.add_column(col, justify="left" if col == "stage" else "right")
+    for col in ("stage", "wall s", "CPU s", "tokens", "FLOPs", "device h", "note"):
+        ledger.add_column(col, justify="left" if col in ("stage", "note") else "right")
     for r in rows:
         ledger.add_row(
             r["stage"],
@@ -266,13 +266,15 @@ def run(design: Path, runs: Path = RUNS) -> None:
             f"{r['cpu_s']:.1f}",
             f"{r['tokens'] or 0:,}",
             f"{r['flops'] or 0:.3g}",
+            "-" if r["device_hours"] is None else f"{r['device_hours']:.3g}",
+            r["note"],
         )
     totals = split_totals(rows)
     ledger.add_section()
     for side in ("data", "training"):
         t = totals[side]
         ledger.add_row(
-            f"[bold]{side}[/bold]", f"{t['wall_s']:.1f}", f"{t['cpu_s']:.1f}", "", f"{t['flops']:.3g}"
+            f"[bold]{side}[/bold]", f"{t['wall_s']:.1f}", f"{t['cpu_s']:.1f}", "", f"{t['flops']:.3g}", "", ""
         )
     console.print(ledger)
     console.print(f"report: {path}")

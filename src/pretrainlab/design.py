@@ -23,6 +23,7 @@ from pydantic import (
 
 from pretrainlab.generate.worlds.base import World, WorldParams, builtin_worlds, resolve_world
 from pretrainlab.llm.corpus import CorpusSpec, resolve_path
+from pretrainlab.train.config import model_config, train_config
 
 
 class DesignError(ValueError):
@@ -356,9 +357,25 @@ def parse_design(data: Any, source: str | None = None, base_dir: str | Path | No
                     f"train.phases[{i}].exercises[{j}]: '{sel}' names no exercise or capability"
                     f" (known: {', '.join(sorted(known))})"
                 )
+    errors.extend(_runtime_config_errors(design))
     if errors:
         raise DesignError(errors, source)
     return design
+
+
+def _runtime_config_errors(design: Design) -> list[str]:
+    """The model's and the trainer's own checks, run on what the design asks of them: a design that
+    validates is one the train stage can build. Their messages start with the field they concern."""
+    errors = []
+    for section, build in (
+        ("model", lambda: model_config(design, vocab_size=design.tokenizer.vocab)),
+        ("train", lambda: train_config(design)),
+    ):
+        try:
+            build()
+        except ValueError as e:
+            errors.append(f"{section}.{str(e).removeprefix('TrainConfig.')}")
+    return errors
 
 
 def load_design(path: str | Path) -> Design:

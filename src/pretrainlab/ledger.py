@@ -1,4 +1,8 @@
-"""Compute accounting shared by all stages: wall and CPU seconds, tokens, FLOPs."""
+"""Compute accounting shared by all stages: wall and CPU seconds, tokens, FLOPs, device-hours.
+
+Device-hours appear only where a stage measured or was told its rate: training counts them at the
+matmul rate measured on its device (`train.peak`), LLM generation at the throughput the design states
+for its endpoint. Nowhere is a rate assumed."""
 
 from __future__ import annotations
 
@@ -8,9 +12,6 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any
-
-# The FLOP rate a device-hour is counted at (FIELD_NOTES: 2-core CPU, bf16 matmul ~800 GFLOP/s).
-DEFAULT_DEVICE_FLOPS = 8e11
 
 
 def _cpu_seconds() -> float:
@@ -45,17 +46,14 @@ def ledger_rows(manifests: dict[str, dict[str, Any]]) -> list[dict[str, Any]]:
     rows = []
     for stage, manifest in manifests.items():
         led = manifest.get("ledger", {})
-        flops = led.get("flops")
         rows.append(
             {
                 "stage": stage,
                 "wall_s": led.get("wall_s", 0.0),
                 "cpu_s": led.get("cpu_s", 0.0),
                 "tokens": led.get("tokens"),
-                "flops": flops,
-                # a stage that knows its device time (stated generator throughput) says so
-                "device_hours": led.get("device_hours")
-                or (flops / DEFAULT_DEVICE_FLOPS / 3600 if flops else None),
+                "flops": led.get("flops"),
+                "device_hours": led.get("device_hours"),
                 "note": led.get("note", ""),
             }
         )

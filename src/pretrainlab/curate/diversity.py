@@ -1,4 +1,5 @@
-"""Cheap diversity measures that carry most of the signal (FIELD_NOTES, Curation conventions)."""
+"""Cheap diversity measures that carry most of the signal (Shaib et al. 2024, "Standardizing the
+Measurement of Text Diversity": compression ratio and distinct n-grams)."""
 
 from __future__ import annotations
 

@@ -18,6 +18,7 @@ from pretrainlab.curate.decontam import ProbeIndex
 from pretrainlab.curate.diversity import diversity_stats
 from pretrainlab.design import Design
 from pretrainlab.generate.records import RECORD_SCHEMA, ParquetWriter, read_rows
+from pretrainlab.progress import stage_progress
 
 REMOVED_SCHEMA = RECORD_SCHEMA.append(pa.field("reason", pa.string()))
 
@@ -38,27 +39,34 @@ def run_curate(design: Design, out: Path, inputs: dict, console: Console) -> dic
     index = ProbeIndex([p for p in probes if _held_out(json.loads(p["meta"]))], n=cfg.ngram)
     stats: dict[str, Any] = {}
     for ex in design.exercises:
-        seen_ids: set[str] = set()
+        source = gen / f"records-{ex.key}.parquet"
+        first_with_text: dict[str, str] = {}  # text hash -> id of the first record kept with that text
         kept_texts: list[str] = []
         removed: dict[str, int] = {}
         with (
             ParquetWriter(kept_path(out, ex.key), RECORD_SCHEMA) as kept,
             ParquetWriter(out / f"removed-{ex.key}.parquet", REMOVED_SCHEMA) as dropped,
+            stage_progress(console, "curate", transient=True) as progress,
         ):
-            for row in read_rows(gen / f"records-{ex.key}.parquet"):
+            total = pq.ParquetFile(source).metadata.num_rows
+            task = progress.add(ex.key, total=total)
+            for n, row in enumerate(read_rows(source), 1):
                 reason = None
-                if cfg.dedup and row["id"] in seen_ids:
-                    reason = "duplicate"
+                if cfg.dedup and row["text_hash"] in first_with_text:
+                    reason = f"duplicate of {first_with_text[row['text_hash']]}"
                 elif cfg.decontaminate and (hit := index.match(row["text"])) is not None:
                     reason = f"contains probe {hit}"
                 if reason is None:
-                    seen_ids.add(row["id"])
+                    first_with_text[row["text_hash"]] = row["id"]
                     kept.write(row)
                     kept_texts.append(row["text"])
                 else:
                     dropped.write({**row, "reason": reason})
-                    key = reason.split(" ")[0] if reason.startswith("contains") else reason
+                    key = reason.split(" ")[0]
                     removed[key] = removed.get(key, 0) + 1
+                if n % 1000 == 0 or n == total:
+                    progress.update(task, n, info=f"removed {sum(removed.values())}")
+            progress.finish(task)
         stats[ex.key] = {
             "capability": ex.capability,
             "kept": len(kept_texts),

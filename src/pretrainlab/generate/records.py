@@ -22,6 +22,7 @@ RECORD_SCHEMA = pa.schema(
         ("params", pa.string()),
         ("generator", pa.string()),
         ("meta", pa.string()),
+        ("text_hash", pa.string()),
     ]
 )
 
@@ -55,6 +56,7 @@ def dumps(obj: Any) -> str:
 def make_record(
     text: str,
     *,
+    key: str,
     exercise: str,
     capability: str,
     params: dict[str, Any],
@@ -63,8 +65,10 @@ def make_record(
     source_id: str | None = None,
     source_license: str | None = None,
 ) -> dict[str, Any]:
+    """A record whose `id` names it (exercise and `key`, its place in the exercise's output) and whose
+    `text_hash` names its text: two records with the same text share a `text_hash`, never an `id`."""
     return {
-        "id": content_id(exercise, text),
+        "id": content_id(exercise, "record", key),
         "text": text,
         "exercise": exercise,
         "capability": capability,
@@ -73,6 +77,7 @@ def make_record(
         "params": dumps(params),
         "generator": generator,
         "meta": dumps(meta or {}),
+        "text_hash": content_id(text),
     }
 
 

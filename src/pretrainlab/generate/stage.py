@@ -10,10 +10,10 @@ from typing import Any
 
 import xxhash
 from rich.console import Console
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
 from pretrainlab.design import Design, Exercise
 from pretrainlab.generate.records import PROBE_SCHEMA, RECORD_SCHEMA, ParquetWriter, make_probe, make_record
+from pretrainlab.progress import stage_progress
 
 
 def exercise_seed(design_seed: int, exercise_key: str) -> int:
@@ -50,6 +50,7 @@ def generate_exercise(
         records.write(
             make_record(
                 doc.text,
+                key=doc.key if doc.key is not None else str(n_docs),
                 exercise=ex.key,
                 capability=ex.capability,
                 params=doc.params,
@@ -98,31 +99,29 @@ def _llm_resources(design: Design, out: Path, console: Console) -> Iterator[tupl
 
 def run_generate(design: Design, out: Path, inputs: dict, console: Console) -> dict[str, Any]:
     per_exercise: dict[str, Any] = {}
+    self_counting: set[int] = set()  # tasks whose world reports its own progress (through ctx.progress)
     with (
         _llm_resources(design, out, console) as (pool, cache),
         ParquetWriter(out / "probes.parquet", PROBE_SCHEMA) as probes,
-        Progress(
-            TextColumn("generate {task.description}"),
-            BarColumn(),
-            MofNCompleteColumn(),
-            TimeElapsedColumn(),
-            TextColumn("{task.fields[info]}"),
-            console=console,
-            transient=True,
-        ) as progress,
+        stage_progress(console, "generate", transient=True) as progress,
     ):
         for ex in design.exercises:
-            task = progress.add_task(ex.key, total=None, info="")
+            task = progress.add(ex.key, unit="items" if ex.kind == "llm" else "docs")
 
-            def report(done: int, total: int | None, info: str, t=task) -> None:
-                progress.update(t, completed=done, total=total, info=info)
+            def report(done: int, total: int | None, info: str, t: int = task) -> None:
+                self_counting.add(t)
+                progress.update(t, done, total=total, info=info)
+
+            def tick(n: int, t: int = task) -> None:
+                """`n` more documents written, unless the world counts its own progress (an llm world counts
+                items, and an item gives several documents or none)."""
+                if t not in self_counting:
+                    progress.advance(t, n)
 
             ctx = GenerateContext(design, ex.key, out, pool, cache, report)
             with ParquetWriter(records_path(out, ex.key), RECORD_SCHEMA) as records:
-                per_exercise[ex.key] = generate_exercise(
-                    ex, design.seed, records, probes, lambda n, t=task: progress.advance(t, n), ctx
-                )
-            progress.update(task, total=per_exercise[ex.key]["records"])
+                per_exercise[ex.key] = generate_exercise(ex, design.seed, records, probes, tick, ctx)
+            progress.finish(task)
             if "rejected" in per_exercise[ex.key]:
                 _print_llm_summary(console, ex.key, per_exercise[ex.key])
                 _check_failures(design, ex.key, per_exercise[ex.key])

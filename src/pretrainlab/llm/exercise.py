@@ -630,6 +630,7 @@ class LLMExercise(World):
             final = steps_meta[self.steps[-1].name]
             return Document(
                 text=cand["text"],
+                key=f"{chain.index}.{cand['choice']}",
                 params=params,
                 source_id=seed.seed.id if seed else None,
                 source_license=seed.seed.license if seed else None,
@@ -679,7 +680,7 @@ class LLMExercise(World):
                 now = time.monotonic()
                 if now - last_progress > 0.5 or (exhausted and live == 0):
                     last_progress = now
-                    ctx.progress(done, total, _progress_line(done, total, now - t0, tokens, rejected))
+                    ctx.progress(done, total, _progress_line(now - t0, tokens, clients, rejected))
                 if exhausted and live == 0:
                     break
                 r = await results.get()
@@ -718,12 +719,11 @@ class LLMExercise(World):
 
 
 def _progress_line(
-    done: int, total: int, elapsed: float, tokens: dict[str, Counter], rejected: Counter
+    elapsed: float, tokens: dict[str, Counter], clients: list[_LazyClient], rejected: Counter
 ) -> str:
+    """What an llm exercise adds to its progress report: tokens/s, retried requests (transient failures the
+    engine client sent again: a rising count is a struggling engine, not a hang) and rejected items.
+    Items done of total, their rate and the ETA are the generate stage's part of the line."""
     toks = sum(c["prompt_tokens"] + c["completion_tokens"] for c in tokens.values())
-    rate = done / elapsed if elapsed > 0 else 0.0
-    eta = f"{(total - done) / rate:.0f}s" if rate > 0 and total > done else "-"
-    return (
-        f"{rate:.1f} items/s · {toks / max(elapsed, 1e-9):,.0f} tok/s · "
-        f"{sum(rejected.values())} rejected · ETA {eta}"
-    )
+    retries = sum(sum(c.client.stats.retries.values()) for c in clients if c.client is not None)
+    return f"{toks / max(elapsed, 1e-9):,.0f} tok/s · retries {retries} · rejected {sum(rejected.values())}"

@@ -495,7 +495,7 @@ def _generations(generations: list[dict[str, Any]]) -> str:
 def _ledger(ledger: list[dict[str, Any]]) -> str:
     if not ledger:
         return _empty("No stage has run yet.")
-    has_device = any("device_hours" in r for r in ledger)
+    has_device = any(r.get("device_hours") is not None for r in ledger)
     head = ["stage", "wall", "CPU", "tokens", "FLOPs", *(["device hours"] if has_device else []), "note"]
     rows = [
         [

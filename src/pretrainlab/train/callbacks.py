@@ -14,9 +14,9 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import torch
-from rich import get_console
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+from rich.console import Console
 
+from pretrainlab.progress import BarProgress, LineProgress, stage_progress
 from pretrainlab.train.checkpoint import save_checkpoint
 
 if TYPE_CHECKING:
@@ -194,37 +194,44 @@ class Checkpointer(Callback):
 
 
 class ProgressBar(Callback):
-    """A rich progress bar (step/total, loss, tokens/s); silent when stdout is not a terminal."""
+    """Training progress (step of total, loss, tokens/s, ETA): a bar on a terminal, dated lines in a log
+    (see `pretrainlab.progress`).
 
-    def __init__(self) -> None:
-        self._progress: Progress | None = None
+    `console` is the one the stage prints to; without one, stderr, where the pipeline prints by default.
+    Tokens/s covers about the last 10 steps: one step's figure is noise in a line printed every 30 s, the
+    run's mean would hide a slowdown.
+    """
+
+    def __init__(self, console: Console | None = None) -> None:
+        self.console = console
+        self._progress: BarProgress | LineProgress | None = None
         self._task = 0
+        self._tokens = self._seconds = 0.0  # sums decaying by 0.9 a step; their ratio is the recent tok/s
 
     def on_train_start(self, trainer: Trainer) -> None:
-        self._progress = Progress(
-            TextColumn("[bold]{task.description}"),
-            BarColumn(),
-            MofNCompleteColumn(),
-            TextColumn("loss {task.fields[loss]:.4f}  {task.fields[tps]:,.0f} tok/s"),
-            TimeRemainingColumn(),
-            disable=not get_console().is_terminal,
-        )
-        self._task = self._progress.add_task(
-            "train", total=trainer.total_steps, completed=trainer.global_step, loss=float("nan"), tps=0.0
-        )
+        self._progress = stage_progress(self.console or Console(stderr=True), "train")
+        self._tokens = self._seconds = 0.0
         self._progress.start()
+        self._task = self._progress.add(
+            trainer.phases[trainer.phase_index].name,
+            total=trainer.total_steps,
+            done=trainer.global_step,
+            unit="steps",
+        )
 
     def on_step_end(self, trainer: Trainer, logs: dict[str, Any]) -> None:
+        self._tokens = 0.9 * self._tokens + logs["tokens"]
+        self._seconds = 0.9 * self._seconds + logs["step_s"]
         if self._progress is not None:
             self._progress.update(
                 self._task,
-                completed=trainer.global_step,
-                loss=logs["loss"],
-                tps=logs["tokens"] / max(logs["step_s"], 1e-9),
-                description=trainer.phases[trainer.phase_index].name,
+                trainer.global_step,
+                info=f"loss {logs['loss']:.4f} · {self._tokens / max(self._seconds, 1e-9):,.0f} tok/s",
+                what=trainer.phases[trainer.phase_index].name,
             )
 
     def on_train_end(self, trainer: Trainer) -> None:
         if self._progress is not None:
+            self._progress.finish(self._task)
             self._progress.stop()
             self._progress = None

@@ -11,85 +11,14 @@ Canon convolutions keep PyTorch's default init (as the reference code does).
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
-from typing import Literal
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-PRESETS: dict[str, dict] = {
-    "gpt2": dict(positions="learned", norm="layernorm", mlp="gelu", bias=True, tie_embeddings=True),
-    "llama": dict(positions="rope", norm="rmsnorm", mlp="swiglu", bias=False, tie_embeddings=False),
-}
+from pretrainlab.train.config import PRESETS, ModelConfig
 
-
-@dataclass
-class ModelConfig:
-    """Every architectural choice of the zoo; checkpoints store it next to a plain state_dict."""
-
-    vocab_size: int
-    seq_len: int = 128  # longest context: size of the learned position table and of the RoPE cache
-    layers: int = 4
-    width: int = 128
-    heads: int = 4
-    kv_heads: int | None = None  # grouped-query attention; None means kv_heads = heads
-    positions: Literal["learned", "rope", "none"] = "rope"
-    norm: Literal["layernorm", "rmsnorm"] = "rmsnorm"
-    mlp: Literal["gelu", "swiglu", "relu2"] = "swiglu"
-    mlp_ratio: float = 4.0  # hidden = mlp_ratio * width; SwiGLU uses 2/3 of it, see `mlp_hidden`
-    qk_norm: bool = False
-    tie_embeddings: bool = True
-    bias: bool = False
-    canon: str = ""  # subset of "ABCD", see the module docstring
-    rope_theta: float = 10000.0
-    init_std: float = 0.02
-
-    def __post_init__(self) -> None:
-        choices = {
-            "positions": ("learned", "rope", "none"),
-            "norm": ("layernorm", "rmsnorm"),
-            "mlp": ("gelu", "swiglu", "relu2"),
-        }
-        for name, allowed in choices.items():
-            if getattr(self, name) not in allowed:
-                raise ValueError(f"{name}: expected one of {allowed}, got {getattr(self, name)!r}")
-        for name in ("vocab_size", "seq_len", "layers", "width", "heads"):
-            if getattr(self, name) < 1:
-                raise ValueError(f"{name}: expected a positive integer, got {getattr(self, name)}")
-        if self.kv_heads is None:
-            self.kv_heads = self.heads
-        if self.width % self.heads:
-            raise ValueError(f"width: {self.width} is not divisible by heads={self.heads}")
-        if self.kv_heads < 1 or self.heads % self.kv_heads:
-            raise ValueError(f"kv_heads: {self.kv_heads} must be positive and divide heads={self.heads}")
-        if self.positions == "rope" and self.head_dim % 2:
-            raise ValueError(f"heads: rope needs an even head dim, got width/heads = {self.head_dim}")
-        if set(self.canon) - set("ABCD") or len(set(self.canon)) != len(self.canon):
-            raise ValueError(f"canon: expected distinct letters from 'ABCD', got {self.canon!r}")
-        for name in ("mlp_ratio", "rope_theta", "init_std"):
-            if getattr(self, name) <= 0:
-                raise ValueError(f"{name}: expected a positive number, got {getattr(self, name)}")
-
-    @property
-    def head_dim(self) -> int:
-        return self.width // self.heads
-
-    @property
-    def mlp_hidden(self) -> int:
-        """MLP hidden size; SwiGLU takes 2/3 of it (rounded up to a multiple of 8) to match params."""
-        hidden = self.mlp_ratio * self.width
-        if self.mlp == "swiglu":
-            return 8 * math.ceil(2 * hidden / 3 / 8)
-        return round(hidden)
-
-    @classmethod
-    def preset(cls, name: str, **overrides) -> ModelConfig:
-        """A named family ("gpt2" or "llama") with any field overridden; vocab_size is required."""
-        if name not in PRESETS:
-            raise ValueError(f"preset: unknown name {name!r}, expected one of {sorted(PRESETS)}")
-        return cls(**{**PRESETS[name], **overrides})
-
+__all__ = ["GPT", "PRESETS", "ModelConfig"]
 
 class Norm(nn.Module):
     """LayerNorm or RMSNorm, computed in float32 so bf16 autocast stays accurate."""

@@ -12,21 +12,17 @@ import pyarrow.parquet as pq
 import torch
 from rich.console import Console
 
-from pretrainlab.design import Design
+from pretrainlab.design import Design, DesignError
 from pretrainlab.evaluate.probes import ProbeSet, greedy_answer
 from pretrainlab.tokenize.loader import TokenLoader
 from pretrainlab.tokenize.stage import mixture_name
 from pretrainlab.tokenize.tokenizer import EOS, load_tokenizer
 from pretrainlab.train.callbacks import Checkpointer, MetricsLogger, ProbeEval, ProgressBar, read_metrics
+from pretrainlab.train.config import model_config, train_config
 from pretrainlab.train.distributed import context
-from pretrainlab.train.model import GPT, ModelConfig
-from pretrainlab.train.trainer import Phase, TrainConfig, Trainer
-
-
-def model_config(design: Design, vocab_size: int) -> ModelConfig:
-    return ModelConfig.preset(
-        design.model.preset, vocab_size=vocab_size, seq_len=design.train.seq_len, **design.model.overrides()
-    )
+from pretrainlab.train.model import GPT
+from pretrainlab.train.peak import matmul_rate
+from pretrainlab.train.trainer import Phase, Trainer
 
 
 def sample_probes(probes: list[dict[str, Any]], per_group: int, seed: int) -> list[dict[str, Any]]:
@@ -87,9 +83,11 @@ def sample_generations(model: GPT, tok, probes: list[dict[str, Any]], per_capabi
 def per_rank_batch(batch: int, world_size: int) -> int:
     """Each rank's share of the design's batch, which the world size must divide."""
     if batch % world_size:
-        raise ValueError(
-            f"train.batch={batch} does not split evenly over {world_size} processes; "
-            f"use a multiple of {world_size}"
+        raise DesignError(
+            [
+                f"train.batch: {batch} does not split evenly over {world_size} processes; "
+                f"use a multiple of {world_size}"
+            ]
         )
     return batch // world_size
 
@@ -119,21 +117,6 @@ def run_train(design: Design, out: Path, inputs: dict, console: Console) -> dict
             Phase(name=phase.name, steps=phase.steps, batches=loader.batch, lr_scale=phase.lr_scale)
         )
 
-    train_config = TrainConfig(
-        lr=t.lr,
-        warmup=t.warmup,
-        schedule=t.schedule,
-        min_lr_ratio=t.min_lr_ratio,
-        weight_decay=t.weight_decay,
-        betas=tuple(t.betas),
-        grad_clip=t.grad_clip,
-        grad_accum=t.grad_accum,
-        precision=t.precision,
-        compile=t.compile,
-        seed=design.seed,
-        checkpoint_every=t.checkpoint_every,
-        eval_every=design.eval.every,
-    )
     callbacks: list = []
     if dist.is_main:  # metrics, probe scores and checkpoints are rank 0's
         probes = pq.read_table(inputs["generate"].dir / "probes.parquet").to_pylist()
@@ -150,11 +133,18 @@ def run_train(design: Design, out: Path, inputs: dict, console: Console) -> dict
             Checkpointer(t.checkpoint_every),
             ProgressBar(),
         ]
-    trainer = Trainer(model, train_config, phases, out, callbacks, dist=dist)
+    trainer = Trainer(model, train_config(design), phases, out, callbacks, dist=dist)
+    rate = None
+    if dist.is_main:  # one probe, not one per rank competing for the same cores
+        rate, cached = matmul_rate(trainer.device, trainer.autocast_dtype or torch.float32)
+        console.print(
+            f"  device: {rate.device}, {rate.dtype} matmul {rate.flops_per_s / 1e9:,.1f} GFLOP/s "
+            f"({'measured earlier on this machine' if cached else 'measured now'})"
+        )
     trainer.fit()
     if trainer.resumed_step is not None:
         console.print(f"  resumed from the checkpoint at step {trainer.resumed_step}")
-    if not dist.is_main:
+    if rate is None:  # not rank 0
         return {}
     scores = final_scores(out / "metrics.jsonl")
     generations = sample_generations(model, tok, probes, design.eval.samples)
@@ -175,5 +165,13 @@ def run_train(design: Design, out: Path, inputs: dict, console: Console) -> dict
         "final_scores": scores,
         "timing": timing,
         "eval_share": round(timing.get("eval_s", 0.0) / total, 4),
-        "ledger": {"tokens": trainer.tokens_seen, "flops": trainer.flops_seen},
+        "matmul_rate": rate.as_dict(),
+        "mfu": round(trainer.flops_seen / max(timing["train_s"], 1e-9) / rate.flops_per_s, 4),
+        "ledger": {
+            "tokens": trainer.tokens_seen,
+            "flops": trainer.flops_seen,
+            "device_hours": trainer.flops_seen / rate.flops_per_s / 3600,
+            "note": f"device-hours at the measured {rate.dtype} matmul rate, "
+            f"{rate.flops_per_s / 1e9:,.1f} GFLOP/s",
+        },
     }

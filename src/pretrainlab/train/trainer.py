@@ -27,7 +27,7 @@ from collections.abc import Callable, Sequence
 from contextlib import AbstractContextManager, nullcontext
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 
 import numpy as np
 import torch
@@ -35,9 +35,12 @@ from torch import Tensor
 
 from pretrainlab.train.callbacks import Callback
 from pretrainlab.train.checkpoint import latest_checkpoint, load_checkpoint, rng_state, set_rng_state
+from pretrainlab.train.config import TrainConfig
 from pretrainlab.train.distributed import DistContext
 from pretrainlab.train.model import GPT
 from pretrainlab.train.schedule import lr_at
+
+__all__ = ["Phase", "TrainConfig", "Trainer", "build_optimizer", "seed_everything"]
 
 log = logging.getLogger(__name__)
 
@@ -50,41 +53,6 @@ class Phase:
     steps: int
     batches: Callable[[int], tuple[Tensor, Tensor]]
     lr_scale: float = 1.0
-
-
-@dataclass
-class TrainConfig:
-    lr: float = 2e-3
-    warmup: int = 100
-    schedule: Literal["cosine", "wsd", "constant"] = "cosine"
-    min_lr_ratio: float = 0.1
-    decay_frac: float = 0.2
-    weight_decay: float = 0.1
-    betas: tuple[float, float] = (0.9, 0.98)
-    grad_clip: float = 1.0  # <= 0 turns clipping off (the norm is still logged)
-    grad_accum: int = 1
-    precision: Literal["auto", "bf16", "fp32"] = "auto"  # auto: bf16 autocast where the hardware has bf16
-    compile: bool = False
-    seed: int = 0
-    device: str = "auto"  # auto: cuda if available, else cpu
-    checkpoint_every: int = 200
-    eval_every: int = 100
-    log_every: int = 10
-
-    def __post_init__(self) -> None:
-        self.betas = tuple(self.betas)  # type: ignore[assignment]  # a list after a JSON/YAML round trip
-        allowed: dict[str, tuple[str, ...]] = {
-            "schedule": ("cosine", "wsd", "constant"),
-            "precision": ("auto", "bf16", "fp32"),
-        }
-        for name, choices in allowed.items():
-            value = getattr(self, name)
-            if value not in choices:
-                raise ValueError(f"TrainConfig.{name}: expected one of {choices}, got {value!r}")
-        for name in ("grad_accum", "checkpoint_every", "eval_every", "log_every"):
-            value = getattr(self, name)
-            if value < 1:
-                raise ValueError(f"TrainConfig.{name}: expected a positive integer, got {value}")
 
 
 def seed_everything(seed: int) -> None:

@@ -35,6 +35,8 @@ class Document:
     source_id: str | None = None
     source_license: str | None = None
     meta: dict[str, Any] | None = None
+    # the document's place in its exercise, for its record id; None: its position in the output
+    key: str | None = None
 
 
 @dataclass
