@@ -21,7 +21,7 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
-from pretrainlab.generate.worlds.biographies import Biographies
+from pretrainlab.exercises.biographies import Biographies
 from pretrainlab.tokenize.loader import TokenLoader
 from pretrainlab.tokenize.shards import ShardWriter, read_shard
 from pretrainlab.tokenize.tokenizer import EOS, encode_batch, load_tokenizer, save_tokenizer, train_bpe

@@ -2,7 +2,7 @@
 
 Run: .venv/bin/python bench/llm_client.py [--items N] [--rounds R] [--latency S] [--quick] [--json OUT]
 
-Everything talks to one loopback ``FakeServer`` (pretrainlab.llm.fake_server) started in a *separate*
+Everything talks to one loopback ``FakeServer`` (pretrainlab.engines.fake_server) started in a *separate*
 process, so the client process measures only client overhead; the server sleeps ``--latency`` seconds per
 request (an engine's time to answer) and echoes the prompt, so a ``--words``-word prompt gives a completion
 of about the same length. Three parts, all in one run:
@@ -50,7 +50,8 @@ _client_mod: Any = None
 
 
 def client_module() -> Any:
-    """pretrainlab.llm.client, or the file given by --client-file (e.g. an older revision, for comparison)."""
+    """pretrainlab.engines.client, or the file given by --client-file (e.g. an older revision, for
+    comparison)."""
     global _client_mod
     if _client_mod is None:
         if CLIENT_FILE:
@@ -60,13 +61,13 @@ def client_module() -> Any:
             sys.modules[spec.name] = _client_mod  # dataclasses look their module up
             spec.loader.exec_module(_client_mod)
         else:
-            import pretrainlab.llm.client as _client_mod
+            import pretrainlab.engines.client as _client_mod
     return _client_mod
 
 
 SERVER_CODE = """
 import sys
-from pretrainlab.llm.fake_server import FakeServer
+from pretrainlab.engines.fake_server import FakeServer
 srv = FakeServer(latency=float(sys.argv[1])).start()
 print(srv.port, flush=True)
 sys.stdin.read()

@@ -1,6 +1,9 @@
 from __future__ import annotations
 
 import copy
+import os
+import shutil
+import tempfile
 
 import pytest
 
@@ -67,7 +70,12 @@ def hf_model(tmp_path):
 
 def pytest_configure(config) -> None:
     """Measurements cached per machine (the matmul rate) go to a folder of this test session's own."""
-    import os
-    import tempfile
+    if "PRETRAINLAB_CACHE_DIR" not in os.environ:
+        config._pretrainlab_cache = tempfile.mkdtemp(prefix="pretrainlab-cache-")
+        os.environ["PRETRAINLAB_CACHE_DIR"] = config._pretrainlab_cache
 
-    os.environ.setdefault("PRETRAINLAB_CACHE_DIR", tempfile.mkdtemp(prefix="pretrainlab-cache-"))
+
+def pytest_unconfigure(config) -> None:
+    folder = getattr(config, "_pretrainlab_cache", None)
+    if folder is not None:
+        shutil.rmtree(folder, ignore_errors=True)

@@ -1,4 +1,5 @@
-"""A user-defined world living outside pretrainlab, named in a design as `tests.custom_world_example:Echo`."""
+"""A user-defined exercise kind living outside pretrainlab, named in a design as
+`tests.custom_world_example:Echo`."""
 
 from __future__ import annotations
 
@@ -7,17 +8,17 @@ from collections.abc import Iterator
 
 from pydantic import Field
 
-from pretrainlab.generate.worlds.base import Document, ProbeItem, World, WorldParams
+from pretrainlab.exercises.base import Document, Exercise, ExerciseParams, ProbeItem
 
 WORDS = ["amber", "basil", "cobalt", "dune", "ember", "fjord", "gale", "heron"]
 
 
-class Echo(World):
+class Echo(Exercise):
     """Lines `say <word> -> <word>`: the model learns to copy a word."""
 
     kind = "echo"
 
-    class Params(WorldParams):
+    class Params(ExerciseParams):
         documents: int = Field(10, ge=1, description="Number of training documents.")
         probes: int = Field(4, ge=1, description="Number of probes.")
 

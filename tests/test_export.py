@@ -18,8 +18,10 @@ from typer.testing import CliRunner  # noqa: E402
 
 from pretrainlab.cli import app  # noqa: E402
 from pretrainlab.design import parse_design  # noqa: E402
-from pretrainlab.export import ExportError, export_hf, hf_architecture, to_hf  # noqa: E402
-from pretrainlab.pipeline import Pipeline, write_json_atomic  # noqa: E402
+from pretrainlab.errors import ExportError  # noqa: E402
+from pretrainlab.export import export_hf, hf_architecture, to_hf  # noqa: E402
+from pretrainlab.pipeline import Pipeline  # noqa: E402
+from pretrainlab.runs import write_json_atomic  # noqa: E402
 from pretrainlab.tokenize.tokenizer import EOS, EOS_ID, PAD_ID, load_tokenizer, save_tokenizer, train_bpe  # noqa: E402
 from pretrainlab.train.checkpoint import load_checkpoint, save_checkpoint  # noqa: E402
 from pretrainlab.train.model import GPT, ModelConfig  # noqa: E402
@@ -189,7 +191,7 @@ def test_cli_export_errors(tokenizer_path, tmp_path):
 def test_export_hf_on_trainer_layout(tokenizer_path, tmp_path):
     model = random_model("gpt2", load_tokenizer(tokenizer_path).get_vocab_size())
     stage = fake_run(tmp_path / "runs" / "small", tokenizer_path, model)
-    out = export_hf(stage)  # a train stage directory works as well as the run directory
+    out = export_hf(stage)  # export takes the stage folder; the CLI finds it from a run name
     assert out == tmp_path / "runs" / "small" / "export-hf"
     assert max_logit_diff(model, load_hf(out)) < TOL
     assert "trainhash" in (out / "README.md").read_text()

@@ -12,8 +12,11 @@ from rich.console import Console
 from typer.testing import CliRunner
 
 import pretrainlab.evaluate.harness as harness
+import pretrainlab.evaluate.lmeval as lmeval
 from pretrainlab.cli import app
 from pretrainlab.design import parse_design
+from pretrainlab.evaluate.compare import write_metrics
+from pretrainlab.evaluate.tasks import CHOICE_TAG, GROUP, write_tasks
 from pretrainlab.pipeline import Pipeline
 from pretrainlab.tokenize.tokenizer import EOS, train_bpe
 
@@ -49,7 +52,7 @@ def test_task_files(tmp_path: Path) -> None:
         _probe(5, "multi-hop", "edge ab cd\n? 1 ab =", " cd ef", "all", "k=2"),
     ]
     seq_len = 32
-    tasks = harness.write_tasks(probes, tok, seq_len, tmp_path / "tasks")
+    tasks = write_tasks(probes, tok, seq_len, tmp_path / "tasks")
 
     names = sorted(t.name for t in tasks.generate)
     assert names == [
@@ -99,7 +102,7 @@ def test_task_files(tmp_path: Path) -> None:
     assert hop["generation_kwargs"]["max_gen_toks"] == 3
 
     choice = yaml.safe_load((tmp_path / "tasks" / "pretrainlab_arithmetic_choice.yaml").read_text())
-    assert choice["output_type"] == "multiple_choice" and choice["tag"] == harness.CHOICE_TAG
+    assert choice["output_type"] == "multiple_choice" and choice["tag"] == CHOICE_TAG
     assert (choice["doc_to_choice"], choice["doc_to_target"]) == ("choices", "gold")
     (row,) = [json.loads(line) for line in Path(choice["dataset_kwargs"]["data_files"]["test"]).open()]
     assert row["choices"] == [" 6", " 7", " 8"] and row["gold"] == 1
@@ -107,10 +110,10 @@ def test_task_files(tmp_path: Path) -> None:
     group = yaml.safe_load((tmp_path / "tasks" / "pretrainlab_multi-hop.yaml").read_text())
     assert group["task"] == ["pretrainlab_multi-hop_a1", "pretrainlab_multi-hop_a2"]
     top = yaml.safe_load((tmp_path / "tasks" / "pretrainlab.yaml").read_text())
-    assert top["group"] == harness.GROUP and top["task"] == tasks.generate_targets
+    assert top["group"] == GROUP and top["task"] == tasks.generate_targets
 
     # rewriting replaces the files instead of piling them up
-    harness.write_tasks(probes[:2], tok, seq_len, tmp_path / "tasks")
+    write_tasks(probes[:2], tok, seq_len, tmp_path / "tasks")
     assert sorted(p.name for p in (tmp_path / "tasks").iterdir()) == [
         "pretrainlab.yaml",
         "pretrainlab_person-facts.jsonl",
@@ -123,14 +126,14 @@ def test_write_metrics_replaces_harness_rows(tmp_path: Path) -> None:
     probe = {"kind": "probe", "step": 5, "capability": "c", "split": "all", "group": None}
     path.write_text(json.dumps({"kind": "train", "step": 5}) + "\n" + json.dumps(probe) + "\n")
     rows = [{"kind": "harness", "step": 5, "capability": "c", "split": "all", "group": None, "value": 1.0}]
-    harness.write_metrics(path, rows)
-    harness.write_metrics(path, rows)
+    write_metrics(path, rows)
+    write_metrics(path, rows)
     kinds = [json.loads(line)["kind"] for line in path.read_text().splitlines()]
     assert kinds == ["train", "probe", "harness"]
 
 
 def test_cli_without_lm_eval_names_the_extra(monkeypatch, tmp_path: Path) -> None:
-    monkeypatch.setattr(harness, "lm_eval_available", lambda: False)
+    monkeypatch.setattr(lmeval, "lm_eval_available", lambda: False)
     result = CliRunner().invoke(app, ["eval", "tiny", "--harness", "--runs", str(tmp_path)])
     assert result.exit_code == 1
     assert "pip install 'pretrainlab[eval]'" in result.output
@@ -208,7 +211,7 @@ def test_harness_agrees_with_in_loop(trained: Path) -> None:
     assert "Standard harness (lm-evaluation-harness)" in report and '<section id="harness">' in report
 
     # re-running replaces the harness rows instead of adding to them
-    harness.write_metrics(metrics, rows)
+    write_metrics(metrics, rows)
     assert len(_rows(metrics, "harness")) == len(rows)
     shown = CliRunner().invoke(app, ["eval", "tiny", "--runs", str(trained)])  # no --harness: just the table
     assert shown.exit_code == 0 and "person-facts" in shown.stdout
@@ -216,11 +219,12 @@ def test_harness_agrees_with_in_loop(trained: Path) -> None:
 
 def test_choice_tasks_agree_with_in_loop(trained: Path, tmp_path: Path) -> None:
     """Probes with choices (no built-in world has them) scored by lm-eval's multiple_choice `acc`."""
-    from pretrainlab.evaluate.probes import ProbeSet
-    from pretrainlab.export.hf import load_run_model, train_stage_dir
+    from pretrainlab.export.hf import load_run_model
+    from pretrainlab.runs import latest_stage_dir
     from pretrainlab.tokenize.tokenizer import load_tokenizer
+    from pretrainlab.train.probes import ProbeSet
 
-    info = harness.run_info(train_stage_dir(trained / "tiny"))
+    info = harness.run_info(latest_stage_dir(trained / "tiny", "train"))
     export, _ = harness.ensure_export(info)
     rng = random.Random(0)
     probes = harness.run_probes(info)
@@ -231,13 +235,13 @@ def test_choice_tasks_agree_with_in_loop(trained: Path, tmp_path: Path) -> None:
         p["choices"] = [p["answer"], *rng.sample(sorted(answers[p["capability"]] - {p["answer"]}), 2)]
         rng.shuffle(p["choices"])
     tok = load_tokenizer(info.tokenizer_path)
-    tasks = harness.write_tasks(probes, tok, info.seq_len, tmp_path / "tasks")
+    tasks = write_tasks(probes, tok, info.seq_len, tmp_path / "tasks")
     assert len(tasks.choice) == 3
     raw = [
-        harness.run_lm_eval(export, tasks.tasks_dir, [harness.GROUP], info.seq_len + 1, batch_size=32),
-        harness.run_lm_eval(export, tasks.tasks_dir, [harness.CHOICE_TAG], info.seq_len - 1, batch_size=32),
+        lmeval.run_lm_eval(export, tasks.tasks_dir, [GROUP], info.seq_len + 1, batch_size=32),
+        lmeval.run_lm_eval(export, tasks.tasks_dir, [CHOICE_TAG], info.seq_len - 1, batch_size=32),
     ]
-    got = harness.per_probe_results(tasks, raw)
+    got = lmeval.per_probe_results(tasks, raw)
     model, _ = load_run_model(info.stage)
     want = ProbeSet(probes, tok, max_len=info.seq_len).per_probe(model)
     assert [r["choice_acc"] for r in got] == [r["choice_acc"] for r in want]

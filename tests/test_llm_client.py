@@ -1,4 +1,4 @@
-"""Engine client against a loopback fake OpenAI-compatible server (pretrainlab.llm.fake_server)."""
+"""Engine client against a loopback fake OpenAI-compatible server (pretrainlab.engines.fake_server)."""
 
 from __future__ import annotations
 
@@ -10,9 +10,9 @@ import pytest
 
 pytest.importorskip("openai")
 
-from pretrainlab.llm import ClientConfig, EndpointSpec, EngineClient, Request, classify_error, dumps_stats
-from pretrainlab.llm.client import OVERLOAD_REASONS, RETRY_REASONS, _retry_after
-from pretrainlab.llm.fake_server import FakeServer, FaultSchedule
+from pretrainlab.engines import ClientConfig, EndpointSpec, EngineClient, Request, classify_error, dumps_stats
+from pretrainlab.engines.client_errors import OVERLOAD_REASONS, RETRY_REASONS, _retry_after
+from pretrainlab.engines.fake_server import FakeServer, FaultSchedule
 
 
 def make_items(n: int, prefix: str = "it"):

@@ -19,11 +19,12 @@ import yaml
 pytest.importorskip("openai")
 
 from pretrainlab.design import DesignError, parse_design  # noqa: E402
-from pretrainlab.generate.records import read_rows  # noqa: E402
+from pretrainlab.engines.fake_server import FakeServer, FaultSchedule  # noqa: E402
+from pretrainlab.engines.journal import JOURNAL_NAME  # noqa: E402
+from pretrainlab.errors import StageError  # noqa: E402
 from pretrainlab.ledger import ledger_rows  # noqa: E402
-from pretrainlab.llm.fake_server import FakeServer, FaultSchedule  # noqa: E402
-from pretrainlab.llm.journal import JOURNAL_NAME  # noqa: E402
-from pretrainlab.pipeline import Pipeline, StageError  # noqa: E402
+from pretrainlab.pipeline import Pipeline  # noqa: E402
+from pretrainlab.records import read_rows  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -94,7 +95,8 @@ def test_records_carry_provenance_and_rerun_sends_nothing(tmp_path):
         assert json.loads(r1["params"])["seed"]["use"] == 1
         m = json.loads(r0["meta"])
         assert m["finish_reason"] == "stop" and m["usage"]["completion_tokens"] > 0
-        assert m["steps"]["response"]["endpoint"] == "fake" and m["latency_s"] >= 0
+        assert m["steps"]["response"]["endpoint"] == "fake"
+        assert m["latency_s"] == round(sum(s["latency_s"] for s in m["steps"].values()), 4)
         assert r0["generator"] == "llm:fake-model"
         assert r0["text"] == f"Rewrite ({p['style']}): Seed 0: the tide follows the moon."
         assert [json.loads(r["params"])["index"] for r in rows] == list(range(40))  # item order

@@ -14,15 +14,16 @@ from typing import Any
 
 import pytest
 
-from pretrainlab.llm import serve
-from pretrainlab.llm.serve import LocalServer, ServeError, resolve_engine
+from pretrainlab.engines import serve
+from pretrainlab.engines.serve import LocalServer, ServeError, resolve_engine
 
 # A stand-in engine: `python fake_engine.py MODEL --host H --port P [flags]`. It serves GET /health (or, with
-# --no-health, only GET /v1/models; with --never-ready, /health says 503), writes the pids of itself and of a
-# sleeping child it starts into --pids, with --exit N exits at once, and with --ignore-term survives SIGTERM.
+# --no-health, only GET /v1/models; with --never-ready, /health says 503), never answers a POST (a request
+# keeps it busy until it is stopped), writes the pids of itself and of a sleeping child it starts into --pids,
+# with --exit N exits at once, and with --ignore-term survives SIGTERM.
 FAKE_ENGINE = textwrap.dedent(
     """
-    import argparse, http.server, signal, subprocess, sys
+    import argparse, http.server, signal, subprocess, sys, time
     p = argparse.ArgumentParser()
     p.add_argument("model"); p.add_argument("--host"); p.add_argument("--port", type=int)
     p.add_argument("--pids"); p.add_argument("--no-health", action="store_true")
@@ -44,6 +45,9 @@ FAKE_ENGINE = textwrap.dedent(
             code = 200 if ok else 503 if a.never_ready else 404
             self.send_response(code); self.send_header("Content-Length", "2"); self.end_headers()
             self.wfile.write(b"{}")
+
+        def do_POST(self):
+            time.sleep(3600)
 
     print("fake engine: serving", a.model, flush=True)
     http.server.HTTPServer((a.host, a.port), H).serve_forever()
@@ -199,11 +203,14 @@ def test_a_taken_port_is_refused(model_dir: Path, fake_engine: Path) -> None:
             fake_server(model_dir, fake_engine, port=port).start()
 
 
-# the parent of a server, run as its own Python: starts one, says its pids, then waits to be interrupted
+# the parent of a server, run as its own Python: starts one, says its pids, then waits to be interrupted.
+# It restores the default SIGINT handler first: a shell without job control starts background jobs (`make
+# test &`, nohup, CI runners) with SIGINT ignored, children inherit that, and the test's Ctrl-C would be lost.
 PARENT = textwrap.dedent(
     """
-    import sys, time
-    from pretrainlab.llm import serve
+    import signal, sys, time
+    signal.signal(signal.SIGINT, signal.default_int_handler)
+    from pretrainlab.engines import serve
     serve.resolve_engine = lambda engine: [sys.executable, sys.argv[1]]
     server = serve.LocalServer(
         sys.argv[2], log_path=sys.argv[3] + ".log", extra_args=["--pids", sys.argv[3]]
@@ -241,16 +248,33 @@ def test_ctrl_c_in_the_parent_leaves_no_server(
     assert wait_gone(pids)
 
 
-def test_resolve_engine() -> None:
+def test_resolve_engine(monkeypatch) -> None:
     with pytest.raises(ServeError, match="unknown serving engine 'tgi'"):
         resolve_engine("tgi")
-    if serve._console_script("transformers") is not None:
-        assert Path(resolve_engine("transformers")[0]).name == "transformers"
-        assert resolve_engine("transformers")[1:] == ["serve"]
-    if serve._console_script("vllm") is None:
-        with pytest.raises(ServeError, match="pip install vllm"):
-            resolve_engine("vllm")
-    try:
-        import vllm  # noqa: F401
-    except ImportError:
-        assert LocalServer(".", engine="auto").engine == "transformers"
+    installed = {"transformers": "/venv/bin/transformers"}
+    monkeypatch.setattr(serve, "_console_script", installed.get)
+    assert resolve_engine("transformers") == ["/venv/bin/transformers", "serve"]
+    with pytest.raises(ServeError, match="pip install vllm"):
+        resolve_engine("vllm")
+
+
+@pytest.mark.parametrize(
+    ("vllm_importable", "gpu", "engine"),
+    [
+        (False, False, "transformers"),
+        (False, True, "transformers"),
+        (True, False, "transformers"),
+        (True, True, "vllm"),
+    ],
+)
+def test_auto_engine_is_vllm_only_with_vllm_and_a_gpu(monkeypatch, vllm_importable, gpu, engine) -> None:
+    real_find_spec = serve.importlib.util.find_spec
+    monkeypatch.setattr(
+        serve.importlib.util,
+        "find_spec",
+        lambda name, *a: (
+            (object() if vllm_importable else None) if name == "vllm" else real_find_spec(name, *a)
+        ),
+    )
+    monkeypatch.setattr(serve, "_cuda_available", lambda: gpu)
+    assert LocalServer(".", engine="auto").engine == engine

@@ -55,7 +55,7 @@ def test_records_carry_provenance(tmp_path, tiny_design):
     assert {p["capability"] for p in probes} == {"person-facts", "multi-hop", "arithmetic"}
     manifest = res["generate"].manifest
     assert manifest["records"] == sum(v["records"] for v in manifest["exercises"].values())
-    assert manifest["ledger"]["wall_s"] >= 0 and "cpu_s" in manifest["ledger"]
+    assert manifest["ledger"]["wall_s"] > 0 and manifest["ledger"]["cpu_s"] > 0
 
 
 def test_rerun_is_cached_and_training_edits_reuse_data(tmp_path, tiny_design):
@@ -113,7 +113,7 @@ def test_bios_of_one_person_spread_across_shards(tmp_path, tiny_design):
 
 
 def test_new_world_version_means_new_data(tmp_path, tiny_design, monkeypatch):
-    from pretrainlab.generate.worlds.khop import KHop
+    from pretrainlab.exercises.khop import KHop
 
     before = pipeline(tiny_design, tmp_path).stage_hash("generate")
     monkeypatch.setattr(KHop, "version", KHop.version + 1)

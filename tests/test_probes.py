@@ -8,8 +8,8 @@ import pytest
 import torch
 from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
 
-from pretrainlab.evaluate.probes import ProbeSet, aggregate, greedy_answer, terminator_ids
 from pretrainlab.train.model import GPT, ModelConfig
+from pretrainlab.train.probes import ProbeSet, aggregate, greedy_answer, terminator_ids
 
 EOS = 0
 OBJECTS = ["zorp", "blenik", "quaff", "mirlo", "tavesh", "okunda", "plim", "grenwald", "sastra", "voob"]

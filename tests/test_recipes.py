@@ -156,9 +156,9 @@ def with_endpoint(path: Path, url: str):
 def runs(tmp_path_factory):
     """Every recipe's generate stage, run once against one scripted server."""
     pytest.importorskip("openai")
-    from pretrainlab.generate.records import read_rows
-    from pretrainlab.llm.fake_server import FakeServer
+    from pretrainlab.engines.fake_server import FakeServer
     from pretrainlab.pipeline import Pipeline
+    from pretrainlab.records import read_rows
 
     out = {}
     root = tmp_path_factory.mktemp("recipes")

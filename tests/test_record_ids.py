@@ -9,8 +9,8 @@ import pyarrow.parquet as pq
 import pytest
 
 from pretrainlab.design import load_design, parse_design
-from pretrainlab.generate.records import read_rows
 from pretrainlab.pipeline import Pipeline
+from pretrainlab.records import read_rows
 
 ROOT = Path(__file__).resolve().parents[1]
 PROCEDURAL = sorted(ROOT.glob("examples/*.yaml"))
@@ -36,7 +36,7 @@ def test_shipped_example_ids_are_unique_and_stable(path, tmp_path):
 
 def test_equal_texts_get_distinct_ids_and_dedup_names_the_kept_one(tmp_path):
     pytest.importorskip("openai")
-    from pretrainlab.llm.fake_server import FakeServer
+    from pretrainlab.engines.fake_server import FakeServer
 
     def design(url: str) -> dict:
         return {

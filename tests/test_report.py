@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import ast
+import inspect
 import json
 import math
 import os
@@ -15,7 +17,7 @@ from typing import Any
 
 import pytest
 
-from pretrainlab.report.html import SECTIONS, render_report
+from pretrainlab.report.html import HARNESS_SECTION, SECTIONS, render_report
 
 HOSTILE = '<script>window.__pwned = 1</script><img src="http://evil.example/x.png">'
 CAPABILITIES = ("person-facts", "multi-hop", "arithmetic")
@@ -154,11 +156,33 @@ def _inputs() -> dict[str, Any]:
         },
         "metrics": _metrics(),
         "ledger": [
-            {"stage": "generate", "wall_s": 12.5, "cpu_s": 80.1, "tokens": 8_000_000, "flops": 0},
-            {"stage": "curate", "wall_s": 4.2, "cpu_s": 20.0, "tokens": 8_000_000, "flops": 0},
-            {"stage": "tokenize", "wall_s": 6.0, "cpu_s": 6.0, "tokens": 8_000_000, "flops": 0},
+            {
+                "stage": "generate",
+                "side": "data",
+                "wall_s": 12.5,
+                "cpu_s": 80.1,
+                "tokens": 8_000_000,
+                "flops": 0,
+            },
+            {
+                "stage": "curate",
+                "side": "data",
+                "wall_s": 4.2,
+                "cpu_s": 20.0,
+                "tokens": 8_000_000,
+                "flops": 0,
+            },
+            {
+                "stage": "tokenize",
+                "side": "data",
+                "wall_s": 6.0,
+                "cpu_s": 6.0,
+                "tokens": 8_000_000,
+                "flops": 0,
+            },
             {
                 "stage": "train",
+                "side": "training",
                 "wall_s": 412.0,
                 "cpu_s": 3100.0,
                 "tokens": 11_304_960,
@@ -166,7 +190,6 @@ def _inputs() -> dict[str, Any]:
                 "device_hours": 0.11,
                 "note": "1 × cpu",
             },
-            {"stage": "evaluate", "wall_s": 30.0, "cpu_s": 200.0, "tokens": 90_000, "flops": 6e11},
         ],
         "generations": [
             {
@@ -257,6 +280,75 @@ def test_headline_falls_back_to_last_probe_values(tmp_path: Path) -> None:
     text = render_report(tmp_path / "report.html", **inputs).read_text(encoding="utf-8")
     summary = text.split('<section id="summary">')[1].split("</section>")[0]
     assert "Final capability scores" in summary and "choice accuracy" in summary and "heldout" in summary
+
+
+def _harness_comparison() -> list[dict[str, Any]]:
+    """In-loop beside harness values, as the collecting side hands them over: same, differs, no in-loop."""
+    row = {"group": None, "metric": "exact_match", "step": 1300, "n": 200}
+    return [
+        row | {"capability": "person-facts", "split": "seen", "in_loop": 0.98, "harness": 0.98},
+        row | {"capability": "person-facts", "split": "heldout", "in_loop": 0.62, "harness": 0.6},
+        row | {"capability": "arithmetic", "split": "all", "in_loop": None, "harness": 0.5},
+    ]
+
+
+def test_harness_section_shows_the_comparison_it_is_given(tmp_path: Path) -> None:
+    summary = {
+        "lm_eval_version": "0.4.9",
+        "results": "harness/results.json",
+        "per_probe": {
+            "compared": 5,
+            "disagree": 2,
+            "disagreements": [
+                {
+                    "prompt": HOSTILE,
+                    "answer": "a",
+                    "harness_output": "b",
+                    "in_loop_prediction": "a",
+                    "metric": "exact_match",
+                    "harness": 0,
+                    "in_loop": 1,
+                }
+            ],
+        },
+    }
+    text = render_report(
+        tmp_path / "report.html", **_inputs(), harness=summary, harness_comparison=_harness_comparison()
+    ).read_text(encoding="utf-8")
+    order = [sid for sid, _ in SECTIONS]
+    at = order.index("capabilities") + 1
+    assert re.findall(r'<section id="([^"]+)">', text) == [*order[:at], HARNESS_SECTION[0], *order[at:]]
+    assert f'<a href="#harness">{HARNESS_SECTION[1]}</a>' in text
+    section = text.split('<section id="harness">')[1].split("</section>")[0]
+    assert "step 1,300" in section and "lm-evaluation-harness 0.4.9 on the same probes" in section
+    assert "✓ same" in section and "✗ differs" in section and "62.0%" in section and "60.0%" in section
+    assert "3 of 5 verdicts agree, 2 differ." in section and "harness/results.json" in section
+    assert "&lt;script&gt;window.__pwned = 1&lt;/script&gt;" in section and "<script>" not in text
+
+
+def test_harness_section_only_with_harness_data(tmp_path: Path) -> None:
+    plain = render_report(tmp_path / "plain.html", **_inputs()).read_text(encoding="utf-8")
+    assert '<section id="harness">' not in plain and "#harness" not in plain
+    empty_path = render_report(tmp_path / "empty.html", **_inputs(), harness_comparison=[])
+    empty = empty_path.read_text(encoding="utf-8")
+    assert '<section id="harness">' in empty
+    assert "No harness results at a step the in-loop eval scored." in empty
+
+
+def test_preparing_and_rendering_read_data_only() -> None:
+    """Only build.py (the collecting side) imports the rest of pretrainlab: the page is made from data
+    (the renderer writes it through the run layout's atomic write)."""
+    folder = Path(inspect.getfile(render_report)).parent
+    assert (folder / "report.css").is_file() and list((folder / "templates").glob("*.jinja"))
+    for path in folder.glob("*.py"):
+        if path.name == "build.py":
+            continue
+        tree = ast.parse(path.read_text(encoding="utf-8"))
+        modules = [n.module or "" for n in ast.walk(tree) if isinstance(n, ast.ImportFrom)]
+        modules += [a.name for n in ast.walk(tree) if isinstance(n, ast.Import) for a in n.names]
+        outside = [m for m in modules if m.split(".")[0] == "pretrainlab" and m.split(".")[1:2] != ["report"]]
+        # `from pretrainlab import __version__`, and the atomic write
+        assert set(outside) <= {"pretrainlab", "pretrainlab.runs"}, (path.name, outside)
 
 
 def _chromium() -> str:

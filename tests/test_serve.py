@@ -13,8 +13,8 @@ pytest.importorskip("uvicorn")
 
 import torch  # noqa: E402
 
+from pretrainlab.engines.serve import LocalServer  # noqa: E402
 from pretrainlab.export import to_hf  # noqa: E402
-from pretrainlab.llm.serve import LocalServer  # noqa: E402
 from pretrainlab.tokenize.tokenizer import EOS_ID, load_tokenizer, save_tokenizer, train_bpe  # noqa: E402
 from pretrainlab.train.model import GPT, ModelConfig  # noqa: E402
 

@@ -16,8 +16,8 @@ from datatrove.pipeline.tokens.tokenizer import DocumentTokenizer
 from datatrove.utils.dataset import DatatroveFileDataset
 
 from pretrainlab.tokenize.loader import TokenLoader
-from pretrainlab.tokenize.mixture import plan_mixture, plan_tokens
-from pretrainlab.tokenize.shards import ShardWriter, _metric, read_index, read_shard, token_size_for
+from pretrainlab.tokenize.mixture import plan_mixture
+from pretrainlab.tokenize.shards import ShardWriter, _metric, read_shard, token_size_for
 from pretrainlab.tokenize.tokenizer import (
     EOS,
     EOS_ID,
@@ -28,6 +28,20 @@ from pretrainlab.tokenize.tokenizer import (
     save_tokenizer,
     train_bpe,
 )
+
+
+def read_index(path: Path) -> np.ndarray:
+    """The document end offsets of a `.ds` shard, as datatrove reads them."""
+    return np.fromfile(str(path) + ".index", dtype="<u8")
+
+
+def plan_tokens(doc_lengths: dict[str, np.ndarray], plan: np.ndarray) -> dict[str, int]:
+    """Tokens each exercise contributes to a mixture plan."""
+    return {
+        name: int(np.asarray(doc_lengths[name], dtype=np.int64)[plan[plan[:, 0] == e, 1]].sum())
+        for e, name in enumerate(sorted(doc_lengths))
+    }
+
 
 TRAIN_SCRIPT = """
 import random, sys

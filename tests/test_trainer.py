@@ -21,20 +21,19 @@ import pytest
 import torch
 from torch import Tensor
 
-from pretrainlab.evaluate.probes import ProbeSet
-from pretrainlab.generate.records import make_probe
+from pretrainlab.records import make_probe
 from pretrainlab.tokenize.loader import TokenLoader
 from pretrainlab.tokenize.shards import ShardWriter
 from pretrainlab.tokenize.tokenizer import train_bpe
 from pretrainlab.train.callbacks import Callback, Checkpointer, MetricsLogger, ProbeEval
 from pretrainlab.train.checkpoint import latest_checkpoint, list_checkpoints, load_checkpoint
 from pretrainlab.train.model import GPT, ModelConfig
+from pretrainlab.train.probes import ProbeSet
 from pretrainlab.train.schedule import lr_at
 from pretrainlab.train.trainer import (
     Phase,
     TrainConfig,
     Trainer,
-    cpu_has_bf16_matmul,
     resolve_autocast_dtype,
     seed_everything,
 )
@@ -209,11 +208,17 @@ def test_grad_accum_of_half_batches_matches_one_full_batch(tmp_path: Path) -> No
         torch.testing.assert_close(update_accum, update_full, atol=1e-6, rtol=1e-3, msg=name)
 
 
-def test_precision_auto_uses_bf16_only_where_the_cpu_has_it() -> None:
+@pytest.mark.parametrize(
+    ("capabilities", "expected"),
+    [({"avx2": True, "avx512_bf16": False}, None), ({"avx512f": True, "avx512_bf16": True}, torch.bfloat16)],
+    ids=["avx2-only", "avx512-bf16"],
+)
+def test_precision_auto_uses_bf16_only_where_the_cpu_has_it(monkeypatch, capabilities, expected) -> None:
     cpu = torch.device("cpu")
+    monkeypatch.setattr(torch.cpu, "get_capabilities", lambda: capabilities)
+    assert resolve_autocast_dtype("auto", cpu) == expected
     assert resolve_autocast_dtype("fp32", cpu) is None
     assert resolve_autocast_dtype("bf16", cpu) == torch.bfloat16
-    assert resolve_autocast_dtype("auto", cpu) == (torch.bfloat16 if cpu_has_bf16_matmul() else None)
     with pytest.raises(ValueError, match="precision"):
         TrainConfig(precision="fp16")  # type: ignore[arg-type]
 

@@ -11,11 +11,12 @@ from pathlib import Path
 import pytest
 from pydantic import ValidationError
 
-from pretrainlab.generate.worlds import vocab
-from pretrainlab.generate.worlds.base import World, resolve_world
-from pretrainlab.generate.worlds.biographies import ATTRIBUTES, QUESTIONS, TEMPLATES, Biographies
-from pretrainlab.generate.worlds.khop import KHop
-from pretrainlab.generate.worlds.modarith import ModArith
+from pretrainlab.exercises import vocab
+from pretrainlab.exercises.base import Exercise
+from pretrainlab.exercises.biographies import ATTRIBUTES, QUESTIONS, TEMPLATES, Biographies
+from pretrainlab.exercises.khop import KHop
+from pretrainlab.exercises.modarith import ModArith
+from pretrainlab.exercises.registry import resolve_exercise
 
 SMALL = {
     "biographies": {"people": 40, "multiplicity": 3, "permute": True},
@@ -24,12 +25,12 @@ SMALL = {
 }
 
 
-def make(kind: str, seed: int = 0, **overrides) -> World:
-    cls = resolve_world(kind)
+def make(kind: str, seed: int = 0, **overrides) -> Exercise:
+    cls = resolve_exercise(kind)
     return cls(cls.Params(**{**SMALL[kind], **overrides}), seed)
 
 
-def snapshot(world: World) -> tuple[list, list]:
+def snapshot(world: Exercise) -> tuple[list, list]:
     docs = [(d.text, json.dumps(d.params, sort_keys=True)) for d in world.documents()]
     probes = [(p.prompt, p.answer, json.dumps(p.meta, sort_keys=True)) for p in world.probes()]
     return docs, probes
@@ -67,7 +68,7 @@ def test_documents_and_probes_follow_the_contract(kind):
 
 @pytest.mark.parametrize("kind", sorted(SMALL))
 def test_params_reject_negative_counts_and_unknown_keys(kind):
-    cls = resolve_world(kind)
+    cls = resolve_exercise(kind)
     count = {"biographies": "people", "khop": "documents", "modarith": "documents"}[kind]
     with pytest.raises(ValidationError):
         cls.Params(**{count: -1})
@@ -355,15 +356,15 @@ def test_modarith_probe_range_is_configurable():
 
 
 def test_builtin_kinds_resolve():
-    assert resolve_world("biographies") is Biographies
-    assert resolve_world("khop") is KHop
-    assert resolve_world("modarith") is ModArith
+    assert resolve_exercise("biographies") is Biographies
+    assert resolve_exercise("khop") is KHop
+    assert resolve_exercise("modarith") is ModArith
 
 
 def test_custom_world_resolves_from_a_dotted_path_and_runs():
     from tests.custom_world_example import Echo
 
-    cls = resolve_world("tests.custom_world_example:Echo")
+    cls = resolve_exercise("tests.custom_world_example:Echo")
     assert cls is Echo
     world = cls(cls.Params(documents=3), seed=5)
     docs = list(world.documents())
@@ -378,13 +379,13 @@ def test_custom_world_resolves_from_a_dotted_path_and_runs():
     [
         ("tests.no_such_module:Echo", "cannot import module 'tests.no_such_module'"),
         ("tests.custom_world_example:Nope", "has no attribute 'Nope'"),
-        ("tests.custom_world_example:NOT_A_WORLD", "is not a World subclass"),
+        ("tests.custom_world_example:NOT_A_WORLD", "is not an Exercise subclass"),
         ("nosuchworld", "unknown kind 'nosuchworld'"),
     ],
 )
 def test_bad_world_paths_raise_lookup_errors_that_say_why(kind, message):
     with pytest.raises(LookupError, match=re.escape(message)):
-        resolve_world(kind)
+        resolve_exercise(kind)
 
 
 # ---- docs -----------------------------------------------------------------------------------------
@@ -395,7 +396,7 @@ DOCS = Path(__file__).resolve().parents[1] / "docs" / "worlds.md"
 def test_docs_name_every_knob_and_show_real_output():
     text = DOCS.read_text()
     for kind in ("biographies", "khop", "modarith"):
-        for name in resolve_world(kind).Params.model_fields:
+        for name in resolve_exercise(kind).Params.model_fields:
             assert f"| `{name}` |" in text, f"docs/worlds.md lacks {kind}.{name}"
     examples = [
         (Biographies({"people": 2, "multiplicity": 2, "permute": True}, 1), 0),

@@ -7,13 +7,19 @@ import os
 import sys
 from importlib import resources
 from pathlib import Path
+from typing import NoReturn
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
-from pretrainlab.design import Design, DesignError, json_schema, load_design
+from pretrainlab.config import Design
+from pretrainlab.config.schema import design_markdown, json_schema
+from pretrainlab.design import load_design
+from pretrainlab.errors import DesignError, PretrainlabError
 from pretrainlab.pipeline import Pipeline
+from pretrainlab.runs import DESIGN_COPY, METRICS, latest_stage_dir, read_manifest, run_root
 
 app = typer.Typer(
     add_completion=False, no_args_is_help=True, help="Design pretraining data, train on it, measure."
@@ -38,11 +44,50 @@ def _pipeline(design_path: Path, runs: Path) -> Pipeline:
     return Pipeline(_load(design_path), runs, console=err)
 
 
+def _fail(message: str) -> NoReturn:
+    """Print one error line (brackets in `message` shown as written, not as markup) and exit 1."""
+    err.print(f"[red]error[/red] {escape(message)}", highlight=False, soft_wrap=True)
+    raise typer.Exit(1)
+
+
 def _train_source(run: Path, runs: Path) -> Path:
     """Where a RUN argument points: a design file's train stage, a run name under `runs`, or a path."""
     if run.is_file():
         return _pipeline(run, runs).stage_dir("train")
     return runs / run if run.parent == Path(".") and (runs / run).is_dir() else run
+
+
+def _train_stage(run: Path, runs: Path) -> Path:
+    """The finished train stage a RUN argument names (see `_train_source`), or exit 1 saying why none.
+
+    A run directory's train stage is the one its design.yaml hashes to (as `pretrainlab report` reads
+    it) when that one is finished, else the one train/latest names (the last training that finished,
+    e.g. before code changes that alter the hash). Finding it takes the pipeline, hence it is done here
+    and `export`/`evaluate` take the stage folder.
+    """
+
+    def finished(stage: Path) -> bool:
+        return (read_manifest(stage) or {}).get("stage") == "train"
+
+    source = _train_source(run, runs)
+    if finished(source):
+        return source
+    if source.parent.name == "train":
+        _fail(f"{source}: no finished training stage here (no manifest.json); train it first")
+    if not source.is_dir():
+        _fail(f"{source}: no such run directory (give a run name, runs/NAME or runs/NAME/train/HASH)")
+    candidates = []
+    if (source / DESIGN_COPY).is_file():
+        try:
+            candidates.append(Pipeline(load_design(source / DESIGN_COPY), source.parent).stage_dir("train"))
+        except DesignError:
+            pass  # a design the current code no longer accepts: fall back to train/latest
+    latest = latest_stage_dir(source, "train")
+    candidates += [] if latest is None else [latest]
+    for stage in candidates:
+        if finished(stage):
+            return stage
+    _fail(f"{source}: no finished training run in this run directory; train it first")
 
 
 @app.command()
@@ -73,8 +118,6 @@ def schema(
 ) -> None:
     """Print the JSON Schema of design files (for editor autocompletion)."""
     if markdown:
-        from pretrainlab.design_docs import design_markdown
-
         print(design_markdown(), end="")
     else:
         print(json.dumps(json_schema(), indent=2))
@@ -123,17 +166,16 @@ def export(
     runs: Path = RUNS,
 ) -> None:
     """Export the trained model of a finished run for other tools (transformers, --format hf)."""
-    from pretrainlab.export import ExportError, export_hf
+    from pretrainlab.errors import ExportError
+    from pretrainlab.export import export_hf
 
     if fmt != "hf":
-        err.print(f"[red]error[/red] --format {fmt!r}: the only format is 'hf'", highlight=False)
-        raise typer.Exit(1)
-    source = _train_source(run, runs)
+        _fail(f"--format {fmt!r}: the only format is 'hf'")
+    stage = _train_stage(run, runs)
     try:
-        console.print(str(export_hf(source, out)), soft_wrap=True)
+        console.print(str(export_hf(stage, out)), soft_wrap=True)
     except ExportError as e:
-        err.print(f"[red]error[/red] {e}", highlight=False)
-        raise typer.Exit(1) from None
+        _fail(str(e))
 
 
 @app.command("eval")
@@ -149,45 +191,27 @@ def eval_(
     runs: Path = RUNS,
 ) -> None:
     """In-loop probe scores of the final step beside lm-evaluation-harness scores of the same probes."""
-    from rich.markup import escape
-
-    from pretrainlab.evaluate.harness import (
-        INSTALL_HINT,
-        HarnessError,
-        comparison,
-        evaluate_harness,
-        lm_eval_available,
-        read_summary,
-    )
-    from pretrainlab.export import ExportError
-    from pretrainlab.export.hf import train_stage_dir
+    from pretrainlab.errors import ExportError, HarnessError
+    from pretrainlab.evaluate.compare import comparison
+    from pretrainlab.evaluate.harness import RESULTS, SUMMARY, evaluate_harness, harness_dir, read_summary
+    from pretrainlab.evaluate.lmeval import INSTALL_HINT, lm_eval_available
     from pretrainlab.train.callbacks import read_metrics
 
     if harness and not lm_eval_available():
-        err.print(
-            f"[red]error[/red] lm-evaluation-harness is not installed: {escape(INSTALL_HINT)}", soft_wrap=True
-        )
-        raise typer.Exit(1)
-    source = _train_source(run, runs)
-    try:
-        stage = train_stage_dir(source)
-        if harness:
+        _fail(f"lm-evaluation-harness is not installed: {INSTALL_HINT}")
+    stage = _train_stage(run, runs)
+    if harness:
+        try:
             result = evaluate_harness(stage, batch_size=batch_size, device=device)
-            if result.exported:
-                err.print(
-                    f"exported the final checkpoint to {result.export_dir}", highlight=False, soft_wrap=True
-                )
-    except (ExportError, HarnessError) as e:
-        err.print(f"[red]error[/red] {escape(str(e))}", highlight=False, soft_wrap=True)
-        raise typer.Exit(1) from None
-    rows = comparison(read_metrics(stage / "metrics.jsonl"))
+        except (ExportError, HarnessError) as e:
+            _fail(str(e))
+        if result.exported:
+            err.print(
+                f"exported the final checkpoint to {result.export_dir}", highlight=False, soft_wrap=True
+            )
+    rows = comparison(read_metrics(stage / METRICS))
     if not rows:
-        err.print(
-            f"[red]error[/red] {stage}: no harness results yet; run: pretrainlab eval {run} --harness",
-            highlight=False,
-            soft_wrap=True,
-        )
-        raise typer.Exit(1)
+        _fail(f"{stage}: no harness results yet; run: pretrainlab eval {run} --harness")
 
     table = Table(title=f"In-loop vs lm-evaluation-harness (step {rows[0]['step']})", title_justify="left")
     for col in ("capability", "split", "metric", "in-loop", "harness", "n", "agree"):
@@ -199,35 +223,31 @@ def eval_(
             r["capability"], str(r["split"]), r["metric"], in_loop, f"{r['harness']:.4f}", str(r["n"]), agree
         )
     console.print(table)
-    run_root = stage.parent.parent
-    summary = read_summary(run_root)
+    root = run_root(stage)
+    summary = read_summary(root)
     if summary and summary.get("train_hash") == stage.name and "per_probe" in summary:
         p = summary["per_probe"]
         console.print(
             f"per probe: {p['compared'] - p['disagree']} of {p['compared']} agree"
-            + (
-                f" ({p['disagree']} differ: see {run_root / 'harness' / 'summary.json'})"
-                if p["disagree"]
-                else ""
-            )
+            + (f" ({p['disagree']} differ: see {harness_dir(root) / SUMMARY})" if p["disagree"] else "")
             + f"; lm-eval {summary.get('lm_eval_s', 0):.1f} s, all {summary.get('wall_s', 0):.1f} s",
             highlight=False,
             soft_wrap=True,
         )
     if harness:
-        console.print(f"results: {run_root / 'harness' / 'results.json'}", soft_wrap=True, highlight=False)
-        if (run_root / "design.yaml").is_file():
+        console.print(f"results: {harness_dir(root) / RESULTS}", soft_wrap=True, highlight=False)
+        if (root / DESIGN_COPY).is_file():
             from pretrainlab.report.build import build_report
 
             try:
-                pipeline = Pipeline(load_design(run_root / "design.yaml"), run_root.parent, console=err)
+                pipeline = Pipeline(load_design(root / DESIGN_COPY), root.parent, console=err)
             except DesignError:
                 return
             if pipeline.stage_dir("train") == stage:
                 console.print(f"report: {build_report(pipeline)}", soft_wrap=True, highlight=False)
             else:
                 err.print(
-                    f"report not rebuilt: {run_root / 'design.yaml'} now maps to another training",
+                    f"report not rebuilt: {root / DESIGN_COPY} now maps to another training",
                     highlight=False,
                     soft_wrap=True,
                 )
@@ -307,20 +327,17 @@ def compare(
 def main() -> None:
     from pretrainlab.train.distributed import shutdown
 
-    # like `python -m`, let designs name verifiers and worlds in modules of the working directory
+    # like `python -m`, let designs name verifiers and exercise kinds in modules of the working directory
     if os.getcwd() not in sys.path and "" not in sys.path:
         sys.path.insert(0, os.getcwd())
-    from pretrainlab.llm.corpus import CorpusError
-    from pretrainlab.pipeline import StageError
-
     try:
         app()
-    except (StageError, CorpusError) as e:
-        err.print(f"[red]error[/red] {e}", highlight=False)
-        sys.exit(1)
     except DesignError as e:
         for line in e.errors:
             err.print(f"[red]error[/red] {line}", highlight=False)
         sys.exit(2)
+    except PretrainlabError as e:
+        err.print(f"[red]error[/red] {e}", highlight=False)
+        sys.exit(1)
     finally:
         shutdown()

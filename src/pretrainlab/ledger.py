@@ -13,6 +13,8 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any
 
+from pretrainlab.stages import STAGES
+
 
 def _cpu_seconds() -> float:
     own = resource.getrusage(resource.RUSAGE_SELF)
@@ -42,13 +44,16 @@ def measure() -> Iterator[Usage]:
 
 
 def ledger_rows(manifests: dict[str, dict[str, Any]]) -> list[dict[str, Any]]:
-    """One ledger row per finished stage, from the stages' manifests."""
+    """One ledger row per finished stage, from the stages' manifests; `side` says whether the stage makes
+    data or trains on it."""
+    side_of = {st.name: st.side for st in STAGES}
     rows = []
     for stage, manifest in manifests.items():
         led = manifest.get("ledger", {})
         rows.append(
             {
                 "stage": stage,
+                "side": side_of.get(stage),
                 "wall_s": led.get("wall_s", 0.0),
                 "cpu_s": led.get("cpu_s", 0.0),
                 "tokens": led.get("tokens"),
@@ -62,6 +67,7 @@ def ledger_rows(manifests: dict[str, dict[str, Any]]) -> list[dict[str, Any]]:
             rows.append(
                 {
                     "stage": stage,
+                    "side": side_of.get(stage),
                     "wall_s": 0.0,
                     "cpu_s": 0.0,
                     "tokens": g.get("prompt_tokens", 0) + g.get("completion_tokens", 0),
@@ -74,15 +80,11 @@ def ledger_rows(manifests: dict[str, dict[str, Any]]) -> list[dict[str, Any]]:
     return rows
 
 
-DATA_STAGES = ("generate", "curate", "tokenize")
-MODEL_STAGES = ("train",)
-
-
 def split_totals(rows: list[dict[str, Any]]) -> dict[str, dict[str, float]]:
-    """Sum wall/CPU seconds and FLOPs for data-making stages vs model-training stages."""
+    """Sum wall/CPU seconds and FLOPs of the ledger rows that make data vs those that train on it."""
     out: dict[str, dict[str, float]] = {}
-    for side, stages in (("data", DATA_STAGES), ("training", MODEL_STAGES)):
-        sel = [r for r in rows if r["stage"] in stages]
+    for side in ("data", "training"):
+        sel = [r for r in rows if r.get("side") == side]
         out[side] = {
             "wall_s": sum(r["wall_s"] or 0 for r in sel),
             "cpu_s": sum(r["cpu_s"] or 0 for r in sel),

@@ -61,7 +61,7 @@ def progress_every() -> float:
     except ValueError:
         every = math.nan
     if not every >= 0:  # also catches nan
-        from pretrainlab.pipeline import StageError
+        from pretrainlab.errors import StageError
 
         raise StageError(
             f"{ENV_EVERY}={raw!r}: expected a number of seconds >= 0 (default {DEFAULT_EVERY:g})"
@@ -253,4 +253,6 @@ class BarProgress:
         """Fill the bar of a task whose total was never known."""
         (t,) = [t for t in self._bar.tasks if t.id == task]
         if t.total is None:
+            speed = t.speed
             self._bar.update(TaskID(task), total=t.completed)
+            t.finished_speed = speed  # a new total restarts rich's speed samples: keep the rate shown

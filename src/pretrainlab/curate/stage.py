@@ -14,17 +14,14 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 from rich.console import Console
 
+from pretrainlab.config import Design
 from pretrainlab.curate.decontam import ProbeIndex
 from pretrainlab.curate.diversity import diversity_stats
-from pretrainlab.design import Design
-from pretrainlab.generate.records import RECORD_SCHEMA, ParquetWriter, read_rows
 from pretrainlab.progress import stage_progress
+from pretrainlab.records import RECORD_SCHEMA, ParquetWriter, read_rows
+from pretrainlab.runs import PROBES, STATS, kept_path, records_path, removed_path, write_json_atomic
 
 REMOVED_SCHEMA = RECORD_SCHEMA.append(pa.field("reason", pa.string()))
-
-
-def kept_path(out: Path, key: str) -> Path:
-    return out / f"kept-{key}.parquet"
 
 
 def _held_out(meta: dict[str, Any]) -> bool:
@@ -32,20 +29,25 @@ def _held_out(meta: dict[str, Any]) -> bool:
     return meta.get("split") != "seen" and not meta.get("in_training", False)
 
 
-def run_curate(design: Design, out: Path, inputs: dict, console: Console) -> dict[str, Any]:
+def stage_config(design: Design) -> dict[str, Any]:
+    """What the curate stage's hash covers."""
+    return design.curate.model_dump(mode="json")
+
+
+def run_stage(design: Design, out: Path, inputs: dict, console: Console) -> dict[str, Any]:
     gen = inputs["generate"].dir
     cfg = design.curate
-    probes = pq.read_table(gen / "probes.parquet").to_pylist()
+    probes = pq.read_table(gen / PROBES).to_pylist()
     index = ProbeIndex([p for p in probes if _held_out(json.loads(p["meta"]))], n=cfg.ngram)
     stats: dict[str, Any] = {}
     for ex in design.exercises:
-        source = gen / f"records-{ex.key}.parquet"
+        source = records_path(gen, ex.key)
         first_with_text: dict[str, str] = {}  # text hash -> id of the first record kept with that text
         kept_texts: list[str] = []
         removed: dict[str, int] = {}
         with (
             ParquetWriter(kept_path(out, ex.key), RECORD_SCHEMA) as kept,
-            ParquetWriter(out / f"removed-{ex.key}.parquet", REMOVED_SCHEMA) as dropped,
+            ParquetWriter(removed_path(out, ex.key), REMOVED_SCHEMA) as dropped,
             stage_progress(console, "curate", transient=True) as progress,
         ):
             total = pq.ParquetFile(source).metadata.num_rows
@@ -77,7 +79,7 @@ def run_curate(design: Design, out: Path, inputs: dict, console: Console) -> dic
         n_removed = sum(removed.values())
         if n_removed:
             console.print(f"  curate {ex.key}: removed {n_removed} ({removed})")
-    (out / "stats.json").write_text(json.dumps(stats, indent=2, sort_keys=True) + "\n")
+    write_json_atomic(out / STATS, stats)
     return {
         "exercises": stats,
         "kept": sum(s["kept"] for s in stats.values()),

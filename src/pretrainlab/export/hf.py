@@ -14,8 +14,8 @@ counterpart (Canon layers, relu2, positions='none', ...) raise `ExportError` nam
 
 The folder holds config.json, model.safetensors (float32), generation_config.json, the tokenizer
 (tokenizer.json, tokenizer_config.json with EOS/PAD and a plain chat template) and a README.md model
-card; `export_hf` adds pretrainlab.json (provenance as data). Before writing, `to_hf` checks the
-transformers model's logits against ours.
+card; `export_hf`, given a finished train stage, adds pretrainlab.json (provenance as data). Before
+writing, `to_hf` checks the transformers model's logits against ours.
 """
 
 from __future__ import annotations
@@ -26,9 +26,21 @@ from pathlib import Path
 from typing import Any
 
 import torch
+import yaml
 from torch import Tensor
 
+from pretrainlab.errors import ExportError
+from pretrainlab.runs import (
+    CHECKPOINTS,
+    DESIGN_COPY,
+    TOKENIZER,
+    read_manifest,
+    run_root,
+    sibling_stage,
+    write_json_atomic,
+)
 from pretrainlab.tokenize.tokenizer import EOS, EOS_ID, PAD, PAD_ID
+from pretrainlab.train.checkpoint import latest_checkpoint, load_checkpoint
 from pretrainlab.train.model import GPT, ModelConfig
 
 NORM_EPS = 1e-5  # what `pretrainlab.train.model.Norm` uses for both layernorm and rmsnorm
@@ -44,9 +56,9 @@ CHAT_TEMPLATE = (
 
 ARCHITECTURES = {"gpt2": "GPT2LMHeadModel", "llama": "LlamaForCausalLM", "qwen3": "Qwen3ForCausalLM"}
 
-
-class ExportError(Exception):
-    """The model or run cannot be exported; the message says which option or file is the reason."""
+EXPORT_DIR = "export-hf"  # the default export folder, runs/<design>/export-hf
+PROVENANCE = "pretrainlab.json"  # in the export folder: which run, stage and checkpoint it holds
+WEIGHTS = "model.safetensors"  # what transformers' save_pretrained writes the weights to
 
 
 def _no_counterpart(field: str, value: Any, why: str = "") -> ExportError:
@@ -268,7 +280,7 @@ def _max_logit_diff(model: GPT, hf_model: Any) -> float:
 def _update_json(path: Path, **fields: Any) -> None:
     data = json.loads(path.read_text())
     data.update(fields)
-    path.write_text(json.dumps(data, indent=2, sort_keys=True) + "\n")
+    write_json_atomic(path, data)
 
 
 def _backward_compatible(out: Path, config: ModelConfig, arch: str) -> None:
@@ -350,53 +362,21 @@ def to_hf(
 # -- finished runs ------------------------------------------------------------------------------
 
 
-def train_stage_dir(source: Path | str) -> Path:
-    """The finished train stage of `source`: a train stage dir itself, or a run directory runs/NAME.
-
-    A run directory's train stage is the one its design.yaml hashes to (as `pretrainlab report`
-    reads it) when that one is finished, else the one train/latest names (the last training that
-    finished, e.g. before code changes that alter the hash).
-    """
-    from pretrainlab.pipeline import read_manifest
-
-    def finished(stage: Path) -> bool:
-        return (read_manifest(stage) or {}).get("stage") == "train"
-
-    source = Path(source)
-    if finished(source):
-        return source
-    if source.parent.name == "train":
-        raise ExportError(f"{source}: no finished training stage here (no manifest.json); train it first")
-    if not source.is_dir():
-        raise ExportError(
-            f"{source}: no such run directory (give a run name, runs/NAME or runs/NAME/train/HASH)"
-        )
-    candidates = []
-    if (source / "design.yaml").is_file():
-        from pretrainlab.design import DesignError, load_design
-        from pretrainlab.pipeline import Pipeline
-
-        try:
-            candidates.append(Pipeline(load_design(source / "design.yaml"), source.parent).stage_dir("train"))
-        except DesignError:
-            pass  # a design the current code no longer accepts: fall back to train/latest
-    if (source / "train" / "latest").is_file():
-        candidates.append(source / "train" / (source / "train" / "latest").read_text().strip())
-    for stage in candidates:
-        if finished(stage):
-            return stage
-    raise ExportError(f"{source}: no finished training run in this run directory; train it first")
+def finished_train_manifest(stage_dir: Path) -> dict[str, Any]:
+    """The manifest of a finished train stage; ExportError when `stage_dir` is not one."""
+    manifest = read_manifest(stage_dir) or {}
+    if manifest.get("stage") != "train":
+        raise ExportError(f"{stage_dir}: no finished training stage here (no manifest.json); train it first")
+    return manifest
 
 
 def load_run_model(stage_dir: Path) -> tuple[GPT, dict[str, Any]]:
     """The final model of a finished train stage and its checkpoint's metadata (step, file)."""
-    from pretrainlab.pipeline import read_manifest
-    from pretrainlab.train.checkpoint import latest_checkpoint, load_checkpoint
-
+    stage_dir = Path(stage_dir)
     manifest = read_manifest(stage_dir) or {}
-    path = latest_checkpoint(stage_dir / "checkpoints")
+    path = latest_checkpoint(stage_dir / CHECKPOINTS)
     if path is None:
-        raise ExportError(f"{stage_dir}: no checkpoint in {stage_dir / 'checkpoints'}")
+        raise ExportError(f"{stage_dir}: no checkpoint in {stage_dir / CHECKPOINTS}")
     state = load_checkpoint(path)
     if "steps" in manifest and state["global_step"] != manifest["steps"]:
         raise ExportError(
@@ -412,40 +392,35 @@ def load_run_model(stage_dir: Path) -> tuple[GPT, dict[str, Any]]:
     }
 
 
-def export_hf(source: Path | str, out_dir: Path | str | None = None) -> Path:
-    """Export the final model of a finished run (runs/NAME or runs/NAME/train/HASH) in transformers format.
+def export_hf(stage_dir: Path | str, out_dir: Path | str | None = None) -> Path:
+    """Export the final model of a finished train stage (runs/NAME/train/HASH) in transformers format.
 
     `out_dir` defaults to runs/NAME/export-hf. Returns the folder written. Raises ExportError when the
-    run is unfinished or its model has an option transformers cannot express.
+    stage is unfinished or its model has an option transformers cannot express. Finding the stage of
+    a run name or design is the command line's job (`pretrainlab export RUN`).
     """
-    from pretrainlab.pipeline import read_manifest
-
-    stage = train_stage_dir(source)
-    run_root = stage.parent.parent
-    manifest = read_manifest(stage) or {}
+    stage = Path(stage_dir)
+    manifest = finished_train_manifest(stage)
+    root = run_root(stage)
     hf_architecture(ModelConfig(**manifest["model"]["config"]))  # fail before loading weights
     inputs = manifest.get("inputs", {})
     if "tokenize" not in inputs:
         raise ExportError(f"{stage}: manifest names no tokenize input")
-    tokenizer_path = run_root / "tokenize" / inputs["tokenize"] / "tokenizer.json"
+    tokenizer_path = sibling_stage(stage, "tokenize", inputs["tokenize"]) / TOKENIZER
     if not tokenizer_path.is_file():
         raise ExportError(f"{tokenizer_path}: tokenizer missing")
     model, meta = load_run_model(stage)
-    design = run_root.name
-    if (run_root / "design.yaml").is_file():
-        import yaml
-
-        design = yaml.safe_load((run_root / "design.yaml").read_text()).get("name", design)
+    design = root.name
+    if (root / DESIGN_COPY).is_file():  # the name as written, even if the current code rejects the design
+        design = (yaml.safe_load((root / DESIGN_COPY).read_text()) or {}).get("name", design)
     provenance = {
-        "run": str(run_root),
+        "run": str(root),
         "design": design,
         "train_hash": manifest.get("hash", stage.name),
         "inputs": ", ".join(f"{k} {v}" for k, v in inputs.items()),
         "pretrainlab": manifest.get("pretrainlab"),
         **meta,
     }
-    out = to_hf(model, tokenizer_path, out_dir or run_root / "export-hf", provenance)
-    (out / "pretrainlab.json").write_text(
-        json.dumps({**provenance, "model": asdict(model.config)}, indent=2, sort_keys=True) + "\n"
-    )
+    out = to_hf(model, tokenizer_path, out_dir or root / EXPORT_DIR, provenance)
+    write_json_atomic(out / PROVENANCE, {**provenance, "model": asdict(model.config)})
     return out

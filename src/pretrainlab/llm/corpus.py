@@ -18,62 +18,16 @@ import re
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 
 import xxhash
-from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-from pretrainlab.generate.records import content_id
+from pretrainlab.config.corpus import ChunkSpec, CorpusSpec, SeedUse
+from pretrainlab.config.design import resolve_path
+from pretrainlab.errors import CorpusError
+from pretrainlab.records import content_id
 
 FOLDER_SUFFIXES = (".txt", ".md", ".markdown")
-
-
-class _Spec(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-
-
-class ChunkSpec(_Spec):
-    tokens: int = Field(ge=16, description="At most this many tokens per chunk.")
-    tokenizer: str | None = Field(
-        None,
-        description="A tokenizer.json to count tokens with (e.g. the generator's); default: words and "
-        "punctuation marks count one token each.",
-    )
-
-
-class CorpusSpec(_Spec):
-    path: str = Field(
-        description="A .jsonl/.json-lines file, a .parquet file, or a folder of .txt/.md files."
-    )
-    format: Literal["auto", "jsonl", "parquet", "folder"] = Field("auto", description="Default: by the path.")
-    text: str = Field("text", description="Field holding the text (jsonl/parquet).")
-    id: str | None = Field(None, description="Field holding a stable id; default: a hash of the text.")
-    url: str | None = Field(None, description="Field holding the source url.")
-    license: str | None = Field(None, description="Field holding the license.")
-    default_license: str | None = Field(None, description="License of seeds whose license field is empty.")
-    chunk: ChunkSpec | None = Field(
-        None, description="Cut long seeds into chunks of at most this many tokens."
-    )
-
-
-class SeedUse(_Spec):
-    corpus: str = Field(description="Name of a corpus in the design's `corpora` section.")
-    repeat: int | None = Field(None, ge=1, description="Use every chunk exactly this many times (default 1).")
-    sample: int | None = Field(None, ge=1, description="Instead: this many draws with replacement.")
-    weight: str | None = Field(None, description="With `sample`: a numeric field to weight draws by.")
-    limit: int | None = Field(None, ge=1, description="Use only the first this many chunks.")
-
-    @model_validator(mode="after")
-    def _one_mode(self) -> SeedUse:
-        if self.repeat is not None and self.sample is not None:
-            raise ValueError("give `repeat` or `sample`, not both")
-        if self.weight is not None and self.sample is None:
-            raise ValueError("`weight` needs `sample`")
-        return self
-
-
-class CorpusError(ValueError):
-    """A corpus that cannot be read; the message names the corpus, the file and the problem."""
 
 
 @dataclass(frozen=True)
@@ -89,13 +43,6 @@ class Seed:
     def context(self) -> dict[str, Any]:
         """What a prompt template sees as ``seed``."""
         return {**self.fields, "id": self.id, "text": self.text, "url": self.url, "license": self.license}
-
-
-def resolve_path(path: str, base_dir: Path | None) -> Path:
-    p = Path(path).expanduser()
-    if not p.is_absolute() and base_dir is not None:
-        p = base_dir / p
-    return p
 
 
 def _format(spec: CorpusSpec, p: Path) -> str:

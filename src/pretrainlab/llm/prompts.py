@@ -173,7 +173,7 @@ class PromptTemplate:
     ``PromptTemplate("Summarize: {{ doc }}")`` is a completion template; ``render`` returns a string.
     ``PromptTemplate([{"role": "system", "content": "..."}, {"role": "user", "content": "{{ doc }}"}])``
     is a chat template; ``render`` returns a list of ``{"role", "content"}`` dicts ready for
-    :class:`pretrainlab.llm.client.Request`.
+    :class:`pretrainlab.engines.client.Request`.
     """
 
     def __init__(self, source: str | Sequence[Mapping[str, Any]], *, name: str = "prompt"):

@@ -8,7 +8,7 @@ Two kinds:
   :func:`run_verifier` normalises the result into a :class:`Verdict`. The shipped example
   ``pretrainlab.llm.verifiers:arithmetic_answer`` recomputes ``a op b``.
 * **LLM judge**: :func:`judge_prompt` builds the chat messages asking a judge model for a 1-10 score;
-  the caller sends them (e.g. with :class:`pretrainlab.llm.client.EngineClient`) and turns the reply into
+  the caller sends them (e.g. with :class:`pretrainlab.engines.client.EngineClient`) and turns the reply into
   a verdict with :func:`parse_judge_score`.
 """
 

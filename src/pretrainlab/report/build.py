@@ -1,4 +1,8 @@
-"""Gather a run's files into the inputs of the HTML report."""
+"""Gather a run's files into the inputs of the HTML report, and write the report from them.
+
+This is the collecting side: it reads manifests, records, metrics and the harness summary, and computes
+the in-loop/harness comparison, so that preparing and rendering the page read plain data only.
+"""
 
 from __future__ import annotations
 
@@ -6,11 +10,13 @@ import json
 from pathlib import Path
 from typing import Any
 
-from pretrainlab.curate.stage import kept_path
-from pretrainlab.generate.records import read_rows
+from pretrainlab.evaluate.compare import comparison
+from pretrainlab.evaluate.harness import SUMMARY, harness_dir
 from pretrainlab.ledger import ledger_rows
 from pretrainlab.pipeline import Pipeline
+from pretrainlab.records import read_rows
 from pretrainlab.report.html import render_report
+from pretrainlab.runs import GENERATIONS, METRICS, kept_path
 from pretrainlab.train.callbacks import read_metrics
 
 
@@ -24,6 +30,13 @@ def _samples(kept_dir: Path, keys: list[str], n: int = 3) -> dict[str, list[str]
                 break
         out[key] = texts
     return out
+
+
+def _harness_comparison(metrics: list[dict[str, Any]]) -> list[dict[str, Any]] | None:
+    """In-loop beside harness values when metrics.jsonl holds harness rows (`pretrainlab eval --harness`)."""
+    if not any(r.get("kind") == "harness" for r in metrics):
+        return None  # no harness section in the report
+    return comparison(metrics)
 
 
 def build_report(pipeline: Pipeline, out_path: Path | None = None) -> Path:
@@ -59,16 +72,16 @@ def build_report(pipeline: Pipeline, out_path: Path | None = None) -> Path:
     generations: list[dict[str, Any]] = []
     final: list[dict[str, Any]] | None = None
     train_dir = pipeline.stage_dir("train")
-    metrics = read_metrics(train_dir / "metrics.jsonl")
+    metrics = read_metrics(train_dir / METRICS)
     harness = None
-    harness_path = pipeline.root / "harness" / "summary.json"  # `pretrainlab eval --harness`
+    harness_path = harness_dir(pipeline.root) / SUMMARY  # `pretrainlab eval --harness`
     if harness_path.exists():
         harness = json.loads(harness_path.read_text())
         if harness.get("train_hash") != train_dir.name:
             harness = None  # the harness scored another training of this run
     if "train" in manifests:
         final = manifests["train"].get("final_scores")
-        gen_path = train_dir / "generations.json"
+        gen_path = train_dir / GENERATIONS
         if gen_path.exists():
             generations = json.loads(gen_path.read_text())
     out_path = out_path or pipeline.root / "report.html"
@@ -83,4 +96,5 @@ def build_report(pipeline: Pipeline, out_path: Path | None = None) -> Path:
         generations=generations,
         final_scores=final,
         harness=harness,
+        harness_comparison=_harness_comparison(metrics),
     )

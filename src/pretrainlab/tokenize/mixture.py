@@ -72,11 +72,3 @@ def plan_mixture(
             parts.append(np.stack([np.full(len(docs), e), docs], axis=1))
     plan = np.concatenate(parts).astype(np.int64) if parts else np.empty((0, 2), dtype=np.int64)
     return plan[np.random.default_rng(seed).permutation(len(plan))]
-
-
-def plan_tokens(doc_lengths: dict[str, np.ndarray], plan: np.ndarray) -> dict[str, int]:
-    """Tokens each exercise contributes to `plan`."""
-    return {
-        name: int(np.asarray(doc_lengths[name], dtype=np.int64)[plan[plan[:, 0] == e, 1]].sum())
-        for e, name in enumerate(sorted(doc_lengths))
-    }

@@ -16,6 +16,7 @@ from typing import BinaryIO
 
 import numpy as np
 
+from pretrainlab.runs import commit
 from pretrainlab.tokenize.tokenizer import EOS_ID
 
 FLUSH_TOKENS = 1 << 22
@@ -155,7 +156,7 @@ class ShardWriter:
                 raise
         for path in self._paths:
             for name in _files(path):
-                _tmp(name).replace(name)
+                commit(_tmp(name), name)
         self._published = True
         return list(self._paths)
 
@@ -189,8 +190,3 @@ def shard_token_size(path: Path) -> int:
 def read_shard(path: Path) -> np.ndarray:
     """The tokens of one `.ds` shard, memory-mapped read-only."""
     return np.memmap(path, dtype=_dtype(shard_token_size(path)), mode="r")
-
-
-def read_index(path: Path) -> np.ndarray:
-    """The document end offsets (uint64, in tokens) of the `.ds` shard at `path`."""
-    return np.fromfile(str(path) + ".index", dtype="<u8")

@@ -14,9 +14,11 @@ from typing import Any
 import numpy as np
 from rich.console import Console
 
-from pretrainlab.curate.stage import kept_path
-from pretrainlab.design import Design, Exercise, PhaseSection
-from pretrainlab.generate.records import read_rows
+from pretrainlab.config import Design
+from pretrainlab.config.exercises import ExerciseConfig
+from pretrainlab.config.sections import PhaseSection
+from pretrainlab.records import read_rows
+from pretrainlab.runs import TOKENIZER, kept_path
 from pretrainlab.tokenize.mixture import plan_mixture
 from pretrainlab.tokenize.shards import ShardWriter
 from pretrainlab.tokenize.tokenizer import encode_batch, save_tokenizer, train_bpe
@@ -28,7 +30,7 @@ def mixture_name(phase: PhaseSection) -> str:
     return FULL_MIXTURE if not phase.exercises else "+".join(s.replace("/", "-") for s in phase.exercises)
 
 
-def _selected(ex: Exercise, selectors: list[str] | None) -> tuple[bool, set[str] | None]:
+def _selected(ex: ExerciseConfig, selectors: list[str] | None) -> tuple[bool, set[str] | None]:
     """Whether a phase's selectors take this exercise, and which parts of it (None = all parts)."""
     if not selectors:
         return True, None
@@ -71,7 +73,16 @@ def _tokenizer_sample(texts: dict[str, list[str]], limit: int, seed: int) -> lis
     return [everything[i] for i in idx]
 
 
-def run_tokenize(design: Design, out: Path, inputs: dict, console: Console) -> dict[str, Any]:
+def stage_config(design: Design) -> dict[str, Any]:
+    """What the tokenize stage's hash covers: the tokenizer and the mixtures it packs."""
+    return {
+        "seed": design.seed,
+        "tokenizer": design.tokenizer.model_dump(mode="json"),
+        "mixtures": mixtures_config(design),
+    }
+
+
+def run_stage(design: Design, out: Path, inputs: dict, console: Console) -> dict[str, Any]:
     kept_dir = inputs["curate"].dir
     texts: dict[str, list[str]] = {}
     parts: dict[str, np.ndarray] = {}
@@ -84,7 +95,7 @@ def run_tokenize(design: Design, out: Path, inputs: dict, console: Console) -> d
     tok = train_bpe(
         _tokenizer_sample(texts, design.tokenizer.train_docs, design.seed), design.tokenizer.vocab
     )
-    save_tokenizer(tok, out / "tokenizer.json")
+    save_tokenizer(tok, out / TOKENIZER)
     vocab = tok.get_vocab_size()
 
     encoded = {key: encode_batch(tok, t) for key, t in texts.items()}
@@ -105,7 +116,7 @@ def run_tokenize(design: Design, out: Path, inputs: dict, console: Console) -> d
             lengths[key] = np.array([len(encoded[key][i]) + 1 for i in ids], dtype=np.int64)
         shares = {key: mix["members"][key]["share"] for key in members}
         order = plan_mixture(lengths, shares, mix["tokens"], seed=design.seed)
-        writer = ShardWriter(out / name, vocab_size=vocab, tokenizer_name="tokenizer.json")
+        writer = ShardWriter(out / name, vocab_size=vocab, tokenizer_name=TOKENIZER)
         per_exercise = dict.fromkeys(members, 0)
         for ex_idx, doc_idx in order:
             key = members[ex_idx]

@@ -17,10 +17,11 @@ import torch
 from rich.console import Console
 
 from pretrainlab.progress import BarProgress, LineProgress, stage_progress
+from pretrainlab.runs import CHECKPOINTS, METRICS, write_atomic
 from pretrainlab.train.checkpoint import save_checkpoint
 
 if TYPE_CHECKING:
-    from pretrainlab.evaluate.probes import ProbeSet
+    from pretrainlab.train.probes import ProbeSet
     from pretrainlab.train.trainer import Trainer
 
 
@@ -70,13 +71,11 @@ class MetricsLogger(Callback):
 
     def on_train_start(self, trainer: Trainer) -> None:
         if self.path is None:
-            self.path = trainer.out_dir / "metrics.jsonl"
+            self.path = trainer.out_dir / METRICS
         self._every = self.every or trainer.config.log_every
         self.path.parent.mkdir(parents=True, exist_ok=True)
         kept = [] if trainer.resumed_step is None else self._rows_up_to(trainer.resumed_step)
-        tmp = self.path.with_name(f".{self.path.name}.tmp")
-        tmp.write_text("".join(json.dumps(row) + "\n" for row in kept))
-        tmp.replace(self.path)
+        write_atomic(self.path, "".join(json.dumps(row) + "\n" for row in kept))
 
     def _rows_up_to(self, step: int) -> list[dict[str, Any]]:
         """Rows with step <= `step`; a line cut short by a kill is dropped."""
@@ -188,7 +187,7 @@ class Checkpointer(Callback):
 
     def save(self, trainer: Trainer) -> Path:
         start = time.perf_counter()
-        path = save_checkpoint(trainer.state_dict(), trainer.out_dir / "checkpoints", keep=self.keep)
+        path = save_checkpoint(trainer.state_dict(), trainer.out_dir / CHECKPOINTS, keep=self.keep)
         trainer.timing["checkpoint_s"] += time.perf_counter() - start
         return path
 

@@ -7,7 +7,6 @@ after the checkpoint itself, so a reader never follows it to a partial file.
 
 from __future__ import annotations
 
-import os
 import random
 import re
 from pathlib import Path
@@ -16,7 +15,8 @@ from typing import Any
 import numpy as np
 import torch
 
-LATEST = "latest"
+from pretrainlab.runs import LATEST, atomic_path, write_atomic
+
 _NAME = re.compile(r"step_(\d{7,})\.pt")
 
 
@@ -24,21 +24,13 @@ def checkpoint_name(step: int) -> str:
     return f"step_{step:07d}.pt"
 
 
-def _atomic_write(path: Path, write: Any) -> None:
-    """Call write(tmp_path), fsync it, then rename over `path` so readers see old or new, never half."""
-    tmp = path.with_name(f".{path.name}.tmp")
-    write(tmp)
-    with open(tmp, "rb") as f:
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
-
-
 def save_checkpoint(state: dict[str, Any], directory: Path, keep: int = 2) -> Path:
     """Save `state` as step_<global_step>.pt in `directory`, point `latest` at it, keep the newest `keep`."""
     directory.mkdir(parents=True, exist_ok=True)
     path = directory / checkpoint_name(state["global_step"])
-    _atomic_write(path, lambda tmp: torch.save(state, tmp))
-    _atomic_write(directory / LATEST, lambda tmp: tmp.write_text(path.name + "\n"))
+    with atomic_path(path) as tmp:
+        torch.save(state, tmp)
+    write_atomic(directory / LATEST, path.name + "\n")
     for old in list_checkpoints(directory)[:-keep]:
         old.unlink()
     return path

@@ -16,7 +16,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from pretrainlab.train.config import PRESETS, ModelConfig
+from pretrainlab.config.model import PRESETS, ModelConfig
 
 __all__ = ["GPT", "PRESETS", "ModelConfig"]
 

@@ -20,6 +20,8 @@ from pathlib import Path
 
 import torch
 
+from pretrainlab.runs import write_atomic
+
 PROBE_SIZE = 1024  # square matmul side: large enough to reach the kernels' steady rate on a CPU
 PROBE_SECONDS = 0.25  # timed per round
 PROBE_ROUNDS = 3
@@ -116,9 +118,7 @@ def matmul_rate(device: torch.device, dtype: torch.dtype) -> tuple[MatmulRate, b
     cached[key] = rate.as_dict()
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_name(f"{path.name}.{os.getpid()}.tmp")
-        tmp.write_text(json.dumps(cached, indent=1, sort_keys=True) + "\n")
-        tmp.replace(path)
+        write_atomic(path, json.dumps(cached, indent=1, sort_keys=True) + "\n")
     except OSError:  # a read-only home: the rate still serves this run
         pass
     return rate, False

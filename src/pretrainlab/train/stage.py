@@ -7,38 +7,23 @@ import json
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import pyarrow.parquet as pq
 import torch
 from rich.console import Console
 
-from pretrainlab.design import Design, DesignError
-from pretrainlab.evaluate.probes import ProbeSet, greedy_answer
+from pretrainlab.config import Design
+from pretrainlab.config.model import model_config, train_config
+from pretrainlab.errors import DesignError
+from pretrainlab.runs import GENERATIONS, METRICS, PROBES, TOKENIZER, write_atomic
 from pretrainlab.tokenize.loader import TokenLoader
 from pretrainlab.tokenize.stage import mixture_name
 from pretrainlab.tokenize.tokenizer import EOS, load_tokenizer
 from pretrainlab.train.callbacks import Checkpointer, MetricsLogger, ProbeEval, ProgressBar, read_metrics
-from pretrainlab.train.config import model_config, train_config
 from pretrainlab.train.distributed import context
 from pretrainlab.train.model import GPT
 from pretrainlab.train.peak import matmul_rate
+from pretrainlab.train.probes import ProbeSet, greedy_answer, sample_probes
 from pretrainlab.train.trainer import Phase, Trainer
-
-
-def sample_probes(probes: list[dict[str, Any]], per_group: int, seed: int) -> list[dict[str, Any]]:
-    """At most `per_group` probes per (capability, split, group), a seeded sample in a stable order."""
-    groups: dict[tuple[str, str, str], list[dict[str, Any]]] = {}
-    for p in probes:
-        meta = json.loads(p["meta"])
-        groups.setdefault((p["capability"], meta.get("split", "all"), str(meta.get("group"))), []).append(p)
-    rng = np.random.default_rng(seed)
-    out = []
-    for key in sorted(groups):
-        items = groups[key]
-        if len(items) > per_group:
-            items = [items[i] for i in np.sort(rng.choice(len(items), size=per_group, replace=False))]
-        out.extend(items)
-    return out
 
 
 def final_scores(metrics_path: Path) -> list[dict[str, Any]]:
@@ -92,11 +77,17 @@ def per_rank_batch(batch: int, world_size: int) -> int:
     return batch // world_size
 
 
-def run_train(design: Design, out: Path, inputs: dict, console: Console) -> dict[str, Any]:
+def stage_config(design: Design) -> dict[str, Any]:
+    """What the train stage's hash covers: editing it re-uses the data stages' output."""
+    d = design.dump()
+    return {"seed": d["seed"], "model": d["model"], "train": d["train"], "eval": d["eval"]}
+
+
+def run_stage(design: Design, out: Path, inputs: dict, console: Console) -> dict[str, Any]:
     """Train (on every rank under torchrun); the returned manifest fields are rank 0's."""
     dist = context()
     tok_stage = inputs["tokenize"]
-    tok = load_tokenizer(tok_stage.dir / "tokenizer.json")
+    tok = load_tokenizer(tok_stage.dir / TOKENIZER)
     t = design.train
     config = model_config(design, tok_stage.manifest["vocab_size"])
     torch.manual_seed(design.seed)
@@ -119,9 +110,9 @@ def run_train(design: Design, out: Path, inputs: dict, console: Console) -> dict
 
     callbacks: list = []
     if dist.is_main:  # metrics, probe scores and checkpoints are rank 0's
-        probes = pq.read_table(inputs["generate"].dir / "probes.parquet").to_pylist()
+        probes = pq.read_table(inputs["generate"].dir / PROBES).to_pylist()
         probes = sample_probes(probes, design.eval.max_probes, design.seed)
-        logger = MetricsLogger(out / "metrics.jsonl")
+        logger = MetricsLogger(out / METRICS)
         callbacks = [
             logger,
             ProbeEval(
@@ -131,7 +122,7 @@ def run_train(design: Design, out: Path, inputs: dict, console: Console) -> dict
                 batch_size=design.eval.batch_size,
             ),
             Checkpointer(t.checkpoint_every),
-            ProgressBar(),
+            ProgressBar(console),
         ]
     trainer = Trainer(model, train_config(design), phases, out, callbacks, dist=dist)
     rate = None
@@ -146,9 +137,9 @@ def run_train(design: Design, out: Path, inputs: dict, console: Console) -> dict
         console.print(f"  resumed from the checkpoint at step {trainer.resumed_step}")
     if rate is None:  # not rank 0
         return {}
-    scores = final_scores(out / "metrics.jsonl")
+    scores = final_scores(out / METRICS)
     generations = sample_generations(model, tok, probes, design.eval.samples)
-    (out / "generations.json").write_text(json.dumps(generations, indent=2) + "\n")
+    write_atomic(out / GENERATIONS, json.dumps(generations, indent=2) + "\n")
     timing = dict(trainer.timing)
     total = sum(timing.values()) or 1.0
     return {

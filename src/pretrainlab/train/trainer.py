@@ -33,9 +33,10 @@ import numpy as np
 import torch
 from torch import Tensor
 
+from pretrainlab.config.model import TrainConfig
+from pretrainlab.runs import CHECKPOINTS
 from pretrainlab.train.callbacks import Callback
 from pretrainlab.train.checkpoint import latest_checkpoint, load_checkpoint, rng_state, set_rng_state
-from pretrainlab.train.config import TrainConfig
 from pretrainlab.train.distributed import DistContext
 from pretrainlab.train.model import GPT
 from pretrainlab.train.schedule import lr_at
@@ -277,7 +278,7 @@ class Trainer:
             self.phase_step = 0
 
     def _resume(self) -> None:
-        path = latest_checkpoint(self.out_dir / "checkpoints")
+        path = latest_checkpoint(self.out_dir / CHECKPOINTS)
         if path is None:
             self.resumed_step = None
             return

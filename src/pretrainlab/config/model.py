@@ -1,5 +1,9 @@
-"""The model's and the trainer's own configuration, torch-free, so a design is checked against
-exactly the rules the model and the trainer apply before anything runs (`pretrainlab validate`)."""
+"""The model's and the trainer's own configuration, as the model zoo and the training loop take it.
+
+Plain dataclasses with the checks the model and the trainer apply, kept here (free of torch) so that
+validating a design runs exactly those checks before anything else does: a design that validates is
+one the train stage can build.
+"""
 
 from __future__ import annotations
 
@@ -8,7 +12,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Literal
 
 if TYPE_CHECKING:
-    from pretrainlab.design import Design
+    from pretrainlab.config.design import Design
 
 PRESETS: dict[str, dict] = {
     "gpt2": dict(positions="learned", norm="layernorm", mlp="gelu", bias=True, tie_embeddings=True),

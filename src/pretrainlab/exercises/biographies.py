@@ -8,10 +8,9 @@ from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from pydantic import Field
-
-from pretrainlab.generate.worlds import vocab
-from pretrainlab.generate.worlds.base import Document, ProbeItem, World, WorldParams
+from pretrainlab.config.exercises import BiographiesParams
+from pretrainlab.exercises import vocab
+from pretrainlab.exercises.base import Document, Exercise, ProbeItem
 
 ATTRIBUTES: tuple[str, ...] = (
     "birth_date",
@@ -228,7 +227,7 @@ COMPILED: dict[tuple[str, bool], list[list[str]]] = {
 }
 
 
-class Biographies(World):
+class Biographies(Exercise):
     """People with six attributes each, described in templated biographies, plus QA about them.
 
     Each person gets `multiplicity` biographies: six sentences, one per attribute (birth date, birth
@@ -244,32 +243,11 @@ class Biographies(World):
     kind = "biographies"
     version = 1
 
-    class Params(WorldParams):
-        people: int = Field(500, ge=1, le=MAX_PEOPLE, description="Number of distinct people.")
-        multiplicity: int = Field(
-            1,
-            ge=1,
-            description="Biographies per person, each with different templates (templates repeat "
-            f"only when this exceeds the {MIN_TEMPLATES} templates per attribute).",
-        )
-        permute: bool = Field(False, description="Shuffle the order of the six sentences in every biography.")
-        fullname: bool = Field(
-            False, description="Name the person in full in every sentence instead of using a pronoun."
-        )
-        qa_fraction: float = Field(
-            0.5,
-            ge=0.0,
-            le=1.0,
-            description="Fraction of people whose QA document appears in training (the 'seen' split).",
-        )
-        qa: bool = Field(
-            True,
-            description="Emit QA documents for the seen people; when false every probe is 'heldout'.",
-        )
+    Params = BiographiesParams
 
-    params: Params
+    params: BiographiesParams
 
-    def __init__(self, params: Params | Mapping[str, Any] | None = None, seed: int = 0):
+    def __init__(self, params: BiographiesParams | Mapping[str, Any] | None = None, seed: int = 0):
         super().__init__(vocab.coerce_params(self.Params, params), seed)
         self._people: list[Person] | None = None
         self._seen: set[int] | None = None

@@ -6,10 +6,9 @@ import random
 from collections.abc import Iterator, Mapping
 from typing import Any
 
-from pydantic import Field
-
-from pretrainlab.generate.worlds import vocab
-from pretrainlab.generate.worlds.base import Document, ProbeItem, World, WorldParams
+from pretrainlab.config.exercises import ModArithParams
+from pretrainlab.exercises import vocab
+from pretrainlab.exercises.base import Document, Exercise, ProbeItem
 
 OPERATORS = ("+", "-", "*")
 
@@ -17,22 +16,7 @@ OPERATORS = ("+", "-", "*")
 _PROBE_ATTEMPTS = 64
 
 
-def evaluate_prefix(expression: str, modulus: int) -> int:
-    """The value mod `modulus` of a space-separated prefix expression over + - *."""
-    tokens = expression.split()
-    stack: list[int] = []
-    for token in reversed(tokens):
-        if token in OPERATORS:
-            a, b = stack.pop(), stack.pop()
-            stack.append(a + b if token == "+" else a - b if token == "-" else a * b)
-        else:
-            stack.append(int(token))
-    if len(stack) != 1:
-        raise ValueError(f"malformed prefix expression: {expression!r}")
-    return stack[0] % modulus
-
-
-class ModArith(World):
+class ModArith(Exercise):
     """Random prefix expressions over + - * and their values modulo `modulus`.
 
     An expression with L operations is a random binary tree: the root takes an operator uniformly from
@@ -47,25 +31,11 @@ class ModArith(World):
     kind = "modarith"
     version = 1
 
-    class Params(WorldParams):
-        modulus: int = Field(23, ge=2, description="Values are reduced modulo this number.")
-        max_ops: int = Field(
-            4, ge=1, description="Training expressions have L operations, L uniform in 1..max_ops."
-        )
-        documents: int = Field(20000, ge=1, description="Number of training documents.")
-        lines_per_doc: int = Field(8, ge=1, description="Expressions (one per line) per training document.")
-        probes_per_ops: int = Field(100, ge=1, description="Probes for each number of operations L.")
-        probe_max_ops: int | None = Field(
-            None, ge=1, description="Probes cover L = 1..probe_max_ops; default max_ops + 2."
-        )
+    Params = ModArithParams
 
-        @property
-        def probe_ops(self) -> int:
-            return self.max_ops + 2 if self.probe_max_ops is None else self.probe_max_ops
+    params: ModArithParams
 
-    params: Params
-
-    def __init__(self, params: Params | Mapping[str, Any] | None = None, seed: int = 0):
+    def __init__(self, params: ModArithParams | Mapping[str, Any] | None = None, seed: int = 0):
         super().__init__(vocab.coerce_params(self.Params, params), seed)
         self._training_expressions: set[str] | None = None
 

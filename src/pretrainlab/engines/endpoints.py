@@ -2,9 +2,11 @@
 
 An :class:`EndpointPool` turns the design's ``llm.endpoints`` into :class:`EndpointSpec` objects for the
 engine client. A ``serve: PATH`` endpoint is started (``transformers serve`` or ``vllm serve`` on a free
-loopback port, see :mod:`pretrainlab.llm.serve`) only when an exercise first needs to send it a request,
+loopback port, see :mod:`pretrainlab.engines.serve`) only when an exercise first needs to send it a request,
 and every started engine is stopped by :meth:`EndpointPool.close` -- which the generate stage calls
-however it ends (finished, failed, or interrupted with Ctrl-C).
+however it ends (finished, failed, or interrupted with Ctrl-C). Where the process is killed instead
+(SIGTERM, SIGKILL, the OOM killer) and runs no cleanup, each engine's watcher stops it (see
+:mod:`pretrainlab.engines.serve`), so no engine outlives the run.
 """
 
 from __future__ import annotations
@@ -12,11 +14,11 @@ from __future__ import annotations
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from pretrainlab.llm.client import ClientConfig, EndpointSpec
-from pretrainlab.llm.serve import LocalServer
+from pretrainlab.engines.client import ClientConfig, EndpointSpec
+from pretrainlab.engines.serve import LocalServer
 
 if TYPE_CHECKING:
-    from pretrainlab.design import Design
+    from pretrainlab.config import Design
 
 __all__ = ["EndpointPool"]
 

@@ -12,7 +12,7 @@ Durability: results are appended in batches (what has arrived since the last wri
 by a kill or a crash) is truncated away. The directory is locked (``flock``) while a cache is open, so two
 processes cannot interleave lines.
 
-See docs/llm-journal.md for the resume guarantee (what may be re-sent after a kill, and why).
+See docs/llm.md for the resume guarantee (what may be re-sent after a kill, and why).
 """
 
 from __future__ import annotations
@@ -28,8 +28,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from pretrainlab.generate.records import content_id, dumps
-from pretrainlab.llm.client import EngineClient, Request, Result, _aiter
+from pretrainlab.engines.client import EngineClient, Request, Result, _aiter
+from pretrainlab.records import content_id, dumps
 
 __all__ = [
     "JOURNAL_NAME",

@@ -2,7 +2,7 @@
 
 ``LocalServer(path).start()`` launches ``vllm serve PATH`` or ``transformers serve PATH`` on a loopback port,
 waits until it answers ``GET /health`` (or ``GET /v1/models`` where there is no ``/health``), and exposes
-``base_url`` and ``model`` for :class:`pretrainlab.llm.EndpointSpec`. Use it as a context manager::
+``base_url`` and ``model`` for :class:`pretrainlab.engines.EndpointSpec`. Use it as a context manager::
 
     with LocalServer("runs/x/export") as server:
         spec = EndpointSpec(base_url=server.base_url, model=server.model)
@@ -17,6 +17,17 @@ exception, KeyboardInterrupt included), or at interpreter exit by an ``atexit`` 
 still running. Stopping sends SIGTERM to the whole group, waits up to 10 s, then SIGKILLs the group, so the
 engine's own worker processes go too. Its stdout and stderr go to ``log_path`` (by default a temporary file
 that is kept, for a look after the fact); a failed start raises :class:`ServeError` with the log's tail.
+
+None of that runs when the starting process is killed (SIGKILL, the OOM killer, or a SIGTERM, whose default
+action skips ``atexit``), and an engine left behind keeps holding its accelerator's memory. So every engine
+is launched through a small guard (``_GUARD``) that forks a watcher, in a session of its own, and then execs
+the engine in its own place (same pid, same process group). The watcher reads a pipe whose only writer is
+the starting process (a child forked from it closes its copy at once, so that a worker outliving it cannot
+keep the engine up): :meth:`LocalServer.stop` writes to it to stand the watcher down; when the starting
+process dies, for whatever reason, the kernel closes the write end, the watcher reads EOF and stops the
+engine's group as :meth:`LocalServer.stop` would (SIGTERM, the grace period, SIGKILL). A pipe rather than
+the parent-death signal (``PR_SET_PDEATHSIG``): that signal follows the *thread* that forked the engine,
+which may end long before the process does, and it reaches the engine alone, not its workers.
 """
 
 from __future__ import annotations
@@ -37,6 +48,8 @@ from collections.abc import Sequence
 from pathlib import Path
 from types import TracebackType
 
+from pretrainlab.errors import ServeError
+
 __all__ = ["ENGINES", "LocalServer", "ServeError", "resolve_engine"]
 
 ENGINES = ("auto", "transformers", "vllm")
@@ -49,9 +62,48 @@ _OPENER = urllib.request.build_opener(urllib.request.ProxyHandler({}))
 
 _LIVE: set[LocalServer] = set()  # started and not yet stopped; stopped at interpreter exit
 
+# The engine's launcher: `python -I -S -c _GUARD FD GRACE_S ENGINE_ARGV...`, started as the leader of a new
+# session. It forks the watcher (detached into a session of its own, through a double fork so that the engine
+# never has a child it does not know of), then execs the engine. The watcher blocks on FD, the read end of
+# the pipe from the starting process: a byte means "stopped, stand down"; EOF means the starting process died,
+# so the engine's group gets SIGTERM, GRACE_S seconds, then SIGKILL. Polling the group once a second lets the
+# watcher exit when the engine is gone on its own, before its process group id can be reused.
+_GUARD = """
+import os, select, signal, sys, time
+fd, grace, argv = int(sys.argv[1]), float(sys.argv[2]), sys.argv[3:]
+group = os.getpgrp()
+child = os.fork()
+if child:
+    os.waitpid(child, 0)
+    os.close(fd)
+    try:
+        os.execvp(argv[0], argv)
+    except OSError as e:
+        print(f"cannot launch {argv[0]}: {e}", file=sys.stderr, flush=True)
+        os._exit(127)
+os.setsid()
+if os.fork():
+    os._exit(0)
 
-class ServeError(RuntimeError):
-    """A local engine could not be resolved or started; the message says which, and what was done."""
+def signal_group(sig):
+    try:
+        os.killpg(group, sig)
+        return True
+    except (ProcessLookupError, PermissionError):  # gone (and maybe its id reused already)
+        return False
+
+while not select.select([fd], [], [], 1.0)[0]:
+    if not signal_group(0):
+        os._exit(0)
+if os.read(fd, 1) or not signal_group(signal.SIGTERM):
+    os._exit(0)
+print(f"pretrainlab: the process that started this engine is gone; stopping its process group {group}",
+      flush=True)
+deadline = time.monotonic() + grace
+while time.monotonic() < deadline and signal_group(0):
+    time.sleep(0.1)
+signal_group(signal.SIGKILL)
+"""
 
 
 def _console_script(name: str) -> str | None:
@@ -186,6 +238,7 @@ class LocalServer:
         self.base_url: str = ""
         self.command: list[str] = []
         self.process: subprocess.Popen[bytes] | None = None
+        self._watch: int | None = None  # write end of the pipe the engine's watcher reads; see _GUARD
 
     def __repr__(self) -> str:
         state = f"pid {self.process.pid} at {self.base_url}" if self.process else "stopped"
@@ -218,18 +271,24 @@ class LocalServer:
         env = dict(os.environ)
         env.setdefault("HF_HUB_OFFLINE", "1")  # a local folder needs no Hub; never hang on the network
         env.setdefault("PYTHONUNBUFFERED", "1")  # keep the log current, for its tail on failure
+        read_end, self._watch = os.pipe()  # both ends close-on-exec: only the guard gets the read end
+        guard = [sys.executable, "-I", "-S", "-c", _GUARD, str(read_end), f"{_TERM_GRACE_S:g}", *self.command]
         try:
             with open(self.log_path, "wb") as log:
                 self.process = subprocess.Popen(
-                    self.command,
+                    guard,
                     stdin=subprocess.DEVNULL,
                     stdout=log,
                     stderr=subprocess.STDOUT,
                     env=env,
                     start_new_session=True,
+                    pass_fds=(read_end,),
                 )
         except OSError as e:
+            self._release_watcher()
             raise ServeError(f"cannot launch {self.command}: {e}; nothing was launched") from None
+        finally:
+            os.close(read_end)
         _LIVE.add(self)
         try:
             self._wait_ready()
@@ -275,12 +334,27 @@ class LocalServer:
         except subprocess.TimeoutExpired:
             pass
         finally:
-            # the group outlives its leader while any worker is left: those are killed too
-            _signal_group(process.pid, signal.SIGKILL)
             try:
+                # the group outlives its leader while any worker is left: those are killed too
+                _signal_group(process.pid, signal.SIGKILL)
                 process.wait(timeout=_TERM_GRACE_S)
             except subprocess.TimeoutExpired:
                 pass
+            finally:
+                self._release_watcher()
+
+    def _release_watcher(self) -> None:
+        """Tell the engine's watcher that the engine was stopped here, so it exits without signalling a
+        process group whose id may later be reused; a no-op when there is none or it is gone already."""
+        watch, self._watch = self._watch, None
+        if watch is None:
+            return
+        try:
+            os.write(watch, b"x")
+        except OSError:  # the watcher already exited: the engine's group was gone
+            pass
+        finally:
+            os.close(watch)
 
     def __enter__(self) -> LocalServer:
         return self if self.process is not None else self.start()
@@ -299,3 +373,15 @@ def _stop_all() -> None:
     """Stop every server still running when the interpreter exits."""
     for server in list(_LIVE):
         server.stop()
+
+
+def _forget_watchers() -> None:
+    """In a child forked from this process: close its copies of the watchers' pipes, so that only this
+    process's death stops the engines (a forked worker it leaves behind does not keep them up)."""
+    for server in _LIVE:
+        watch, server._watch = server._watch, None
+        if watch is not None:
+            os.close(watch)
+
+
+os.register_at_fork(after_in_child=_forget_watchers)

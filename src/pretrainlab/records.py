@@ -11,6 +11,8 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import xxhash
 
+from pretrainlab.runs import commit, temporary_path
+
 RECORD_SCHEMA = pa.schema(
     [
         ("id", pa.string()),
@@ -106,11 +108,10 @@ class ParquetWriter:
 
     def __init__(self, path: Path, schema: pa.Schema, batch_rows: int = 8192):
         self.path = Path(path)
-        self.tmp = self.path.with_name(self.path.name + ".tmp")
+        self.tmp = temporary_path(self.path)
         self.schema = schema
         self.batch_rows = batch_rows
         self.rows = 0
-        self.bytes_text = 0
         self._buf: list[dict[str, Any]] = []
         self._writer = pq.ParquetWriter(self.tmp, schema, compression="zstd")
 
@@ -118,10 +119,6 @@ class ParquetWriter:
         self._buf.append(row)
         if len(self._buf) >= self.batch_rows:
             self._flush()
-
-    def write_many(self, rows: Iterable[dict[str, Any]]) -> None:
-        for row in rows:
-            self.write(row)
 
     def _flush(self) -> None:
         if self._buf:
@@ -132,7 +129,7 @@ class ParquetWriter:
     def close(self) -> Path:
         self._flush()
         self._writer.close()
-        self.tmp.replace(self.path)
+        commit(self.tmp, self.path)
         return self.path
 
     def __enter__(self) -> ParquetWriter:

@@ -6,10 +6,9 @@ import random
 from collections.abc import Iterator, Mapping
 from typing import Any
 
-from pydantic import Field, model_validator
-
-from pretrainlab.generate.worlds import vocab
-from pretrainlab.generate.worlds.base import Document, ProbeItem, World, WorldParams
+from pretrainlab.config.exercises import KHopParams
+from pretrainlab.exercises import vocab
+from pretrainlab.exercises.base import Document, Exercise, ProbeItem
 
 
 def chain_text(edges: list[list[str]], queries: list[list[Any]]) -> str:
@@ -30,7 +29,7 @@ def successor(cycle: list[str], start: str, k: int) -> str:
     return cycle[(cycle.index(start) + k) % len(cycle)]
 
 
-class KHop(World):
+class KHop(Exercise):
     """Random cyclic permutations written as edges, with queries for the k-th successor of a symbol.
 
     Each document draws n symbols (n uniform in `symbols`), links them into one random cycle, writes
@@ -43,48 +42,11 @@ class KHop(World):
     kind = "khop"
     version = 3  # 2: edges written `edge x y`; 3: queries `? k x z` (was `? k x = z`)
 
-    class Params(WorldParams):
-        symbols: tuple[int, int] = Field(
-            (8, 16),
-            description="[lo, hi]: each document's number of symbols n is uniform in lo..hi "
-            f"(2 <= lo <= hi <= {len(vocab.SYMBOLS)}).",
-        )
-        max_hops: int = Field(
-            4, ge=1, description="Training queries ask for k hops, k uniform in 1..max_hops."
-        )
-        documents: int = Field(20000, ge=1, description="Number of training documents.")
-        queries_per_doc: int = Field(4, ge=1, description="Query lines per training document.")
-        pool: int | None = Field(
-            None,
-            ge=2,
-            description="Draw symbols from the first `pool` names of the symbol list (two-letter names "
-            "first); a small pool makes each symbol frequent, so BPE gives it one token. Default: all.",
-        )
-        probes_per_hop: int = Field(100, ge=1, description="Probes for each hop count k.")
-        probe_max_hops: int | None = Field(
-            None, ge=1, description="Probes cover k = 1..probe_max_hops; default max_hops."
-        )
+    Params = KHopParams
 
-        @model_validator(mode="after")
-        def _check_symbols(self) -> KHop.Params:
-            lo, hi = self.symbols
-            if not 2 <= lo <= hi <= len(vocab.SYMBOLS):
-                raise ValueError(
-                    f"symbols must be [lo, hi] with 2 <= lo <= hi <= {len(vocab.SYMBOLS)}, got [{lo}, {hi}]"
-                )
-            if self.pool is not None and not hi <= self.pool <= len(vocab.SYMBOLS):
-                raise ValueError(
-                    f"pool must be between symbols[1]={hi} and {len(vocab.SYMBOLS)}, got {self.pool}"
-                )
-            return self
+    params: KHopParams
 
-        @property
-        def probe_hops(self) -> int:
-            return self.max_hops if self.probe_max_hops is None else self.probe_max_hops
-
-    params: Params
-
-    def __init__(self, params: Params | Mapping[str, Any] | None = None, seed: int = 0):
+    def __init__(self, params: KHopParams | Mapping[str, Any] | None = None, seed: int = 0):
         super().__init__(vocab.coerce_params(self.Params, params), seed)
 
     def _cycle(self, rng: random.Random) -> tuple[list[str], list[list[str]]]:

@@ -1,5 +1,9 @@
 """Capability probes scored teacher-forced: one batched forward pass per batch, no token-by-token decoding.
 
+This is the in-loop eval of training (`ProbeEval` calls it every `eval.every` steps); it lives with
+training, and `sample_probes` picks the probes it scores, so that the harness (`pretrainlab.evaluate`)
+can score the very same ones afterwards.
+
 A probe's answer begins with a space and, in training text, is followed by "\\n" or the end of the
 document (EOS). Greedy decoding that stops at EOS or a newline token produces exactly the answer iff
 the argmax at every answer position is the gold token and the argmax after the last answer token is a
@@ -16,6 +20,7 @@ from contextlib import nullcontext
 from dataclasses import dataclass
 from typing import Any
 
+import numpy as np
 import torch
 from tokenizers import Tokenizer
 from torch import Tensor, nn
@@ -40,9 +45,29 @@ def terminator_ids(tokenizer: Tokenizer, eos_id: int = 0) -> list[int]:
     return sorted({eos_id, *(i for i, text in zip(vocab, texts, strict=True) if text.startswith("\n"))})
 
 
-def _meta(probe: dict[str, Any]) -> dict[str, Any]:
+def probe_meta(probe: dict[str, Any]) -> dict[str, Any]:
+    """A probe's meta (split, group, ...): a JSON string as probes.parquet stores it, or a dict."""
     meta = probe.get("meta") or {}
     return json.loads(meta) if isinstance(meta, str) else meta
+
+
+def sample_probes(probes: list[dict[str, Any]], per_group: int, seed: int) -> list[dict[str, Any]]:
+    """At most `per_group` probes per (capability, split, group), a seeded sample in a stable order.
+
+    Seeded by the design's seed, so the harness re-draws exactly the probes training scored.
+    """
+    groups: dict[tuple[str, str, str], list[dict[str, Any]]] = {}
+    for p in probes:
+        meta = probe_meta(p)
+        groups.setdefault((p["capability"], meta.get("split", "all"), str(meta.get("group"))), []).append(p)
+    rng = np.random.default_rng(seed)
+    out = []
+    for key in sorted(groups):
+        items = groups[key]
+        if len(items) > per_group:
+            items = [items[i] for i in np.sort(rng.choice(len(items), size=per_group, replace=False))]
+        out.extend(items)
+    return out
 
 
 class ProbeSet:
@@ -154,7 +179,7 @@ class ProbeSet:
                 choice_scores[item.probe][probe["choices"][item.choice]] = float(logprob[k])
         rows = []
         for p, probe in enumerate(self.probes):
-            k, meta = gold[p], _meta(probe)
+            k, meta = gold[p], probe_meta(probe)
             item = self.items[k]
             answer = item.ids[item.start :]
             scores = choice_scores.get(p)

@@ -1,0 +1,104 @@
+"""The design's sections for data budget, curation, tokenizer, model, training and evaluation."""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+
+from pydantic import Field
+
+from pretrainlab.config.base import Section
+
+
+class Budget(Section):
+    train_tokens: int | None = Field(
+        None,
+        gt=0,
+        description="Tokens in the packed training corpus. Default: what the training phases consume.",
+    )
+
+
+class TokenizerSection(Section):
+    kind: Literal["bpe"] = Field("bpe", description="Byte-level BPE trained on the training records only.")
+    vocab: int = Field(4096, ge=258, le=2**20, description="Vocabulary size, special tokens included.")
+    train_docs: int = Field(
+        50_000, ge=1, description="At most this many records (a seeded sample) train the tokenizer."
+    )
+
+
+class ModelSection(Section):
+    preset: Literal["gpt2", "llama"] = Field(
+        "llama", description="Starting point; the fields below override it."
+    )
+    layers: int | None = Field(None, ge=1, description="Transformer blocks.")
+    width: int | None = Field(None, ge=8, description="Residual stream width (d_model).")
+    heads: int | None = Field(None, ge=1, description="Attention heads.")
+    kv_heads: int | None = Field(None, ge=1, description="Key/value heads (grouped-query attention).")
+    positions: Literal["learned", "rope", "none"] | None = Field(None, description="Position encoding.")
+    norm: Literal["layernorm", "rmsnorm"] | None = Field(None, description="Normalisation layer.")
+    mlp: Literal["gelu", "swiglu", "relu2"] | None = Field(None, description="MLP type.")
+    mlp_ratio: float | None = Field(None, gt=0, description="MLP hidden size as a multiple of width.")
+    qk_norm: bool | None = Field(None, description="Normalise queries and keys per head.")
+    tie_embeddings: bool | None = Field(None, description="Share input and output embeddings.")
+    canon: str | None = Field(
+        None, pattern="^[ABCD]*$", description="Canon layers at positions A/B/C/D (e.g. 'ABCD'), or ''."
+    )
+
+    def overrides(self) -> dict[str, Any]:
+        return {k: v for k, v in self.model_dump(exclude={"preset"}).items() if v is not None}
+
+
+class PhaseSection(Section):
+    name: str = Field(min_length=1, description="Phase name, shown in metrics and reports.")
+    steps: int = Field(ge=1, description="Optimizer steps in this phase.")
+    exercises: list[str] | None = Field(
+        None,
+        description="Which records this phase trains on: exercise names, capabilities, or "
+        "'exercise/part' (e.g. 'bios/qa'). Default: the whole mixture.",
+    )
+    lr_scale: float = Field(1.0, gt=0, description="Peak learning rate of this phase, relative to train.lr.")
+
+
+class TrainSection(Section):
+    seq_len: int = Field(128, ge=8, description="Tokens per training window.")
+    batch: int = Field(
+        64, ge=1, description="Windows per micro-batch; an optimizer step sees batch x grad_accum."
+    )
+    grad_accum: int = Field(1, ge=1, description="Micro-batches accumulated per optimizer step.")
+    lr: float = Field(2e-3, gt=0, description="Peak learning rate.")
+    warmup: int = Field(100, ge=0, description="Linear warm-up steps at the start of each phase.")
+    schedule: Literal["cosine", "wsd", "constant"] = Field("cosine", description="Learning-rate schedule.")
+    min_lr_ratio: float = Field(0.1, ge=0, le=1, description="Final learning rate as a fraction of the peak.")
+    weight_decay: float = Field(0.1, ge=0, description="AdamW weight decay on matrices.")
+    betas: tuple[float, float] = Field((0.9, 0.98), description="AdamW betas.")
+    grad_clip: float = Field(1.0, ge=0, description="Gradient-norm clip (0 disables).")
+    precision: Literal["auto", "bf16", "fp32"] = Field(
+        "auto", description="auto = bf16 autocast where faster."
+    )
+    compile: bool = Field(False, description="Compile the model with torch.compile.")
+    checkpoint_every: int = Field(200, ge=1, description="Steps between checkpoints.")
+    phases: list[PhaseSection] = Field(
+        default_factory=lambda: [PhaseSection(name="pretrain", steps=500)],
+        min_length=1,
+        description="Training phases, run in order.",
+    )
+
+    @property
+    def total_steps(self) -> int:
+        return sum(p.steps for p in self.phases)
+
+
+class EvalSection(Section):
+    every: int = Field(
+        100, ge=1, description="Score every capability's probes every this many steps (and at 0)."
+    )
+    max_probes: int = Field(
+        200, ge=1, description="At most this many probes per (capability, split, group), a seeded sample."
+    )
+    batch_size: int = Field(128, ge=1, description="Probes per scoring batch.")
+    samples: int = Field(4, ge=0, description="Sample generations per capability shown in the report.")
+
+
+class CurateSection(Section):
+    dedup: bool = Field(True, description="Drop exact duplicate records within an exercise.")
+    decontaminate: bool = Field(True, description="Drop training records that contain a non-'seen' probe.")
+    ngram: int = Field(13, ge=1, description="Word n-gram length for decontamination of long probes.")
