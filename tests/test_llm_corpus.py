@@ -10,7 +10,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from pretrainlab.llm.corpus import (
+from pretrainlab.corpora import (
     ChunkSpec,
     CorpusError,
     CorpusSpec,

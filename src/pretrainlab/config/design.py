@@ -19,6 +19,7 @@ from pretrainlab.config.corpus import CorpusSpec
 from pretrainlab.config.engines import EndpointSection, LLMSection
 from pretrainlab.config.exercises import (
     BiographiesExercise,
+    CorpusExercise,
     ExerciseConfig,
     KHopExercise,
     ModArithExercise,
@@ -43,6 +44,7 @@ BUILTIN_VARIANTS: dict[str, type[ExerciseConfig]] = {
     "khop": KHopExercise,
     "modarith": ModArithExercise,
     "llm": LLMExercise,
+    "corpus": CorpusExercise,
 }
 BUILTIN_KINDS = tuple(BUILTIN_VARIANTS)
 PLUGIN = "plugin"
@@ -59,6 +61,7 @@ ExerciseEntry = Annotated[
     | Annotated[KHopExercise, Tag("khop")]
     | Annotated[ModArithExercise, Tag("modarith")]
     | Annotated[LLMExercise, Tag("llm")]
+    | Annotated[CorpusExercise, Tag("corpus")]
     | Annotated[PluginExercise, Tag(PLUGIN)],
     Discriminator(_exercise_tag),
 ]
@@ -204,6 +207,9 @@ def _cross_section_errors(design: Design) -> list[str]:
     for i, ex in enumerate(design.exercises):
         if isinstance(ex, LLMExercise):
             errors.extend(f"exercises[{i}].{line}" for line in ex.check_design(design))
+        if isinstance(ex, CorpusExercise) and ex.seeds.corpus not in design.corpora:
+            known = ", ".join(sorted(design.corpora)) or "none defined"
+            errors.append(f"exercises[{i}].seeds.corpus: '{ex.seeds.corpus}' is not in `corpora` ({known})")
     known = {ex.key for ex in design.exercises} | {ex.capability for ex in design.exercises}
     for i, phase in enumerate(design.train.phases):
         for j, sel in enumerate(phase.exercises or []):

@@ -13,6 +13,7 @@ from typing import Literal
 from pydantic import ConfigDict, Field, model_validator
 
 from pretrainlab.config.base import Section
+from pretrainlab.config.corpus import SeedUse
 
 BIOGRAPHIES_MAX_PEOPLE = 160_000_000  # first x middle x last names
 BIOGRAPHIES_MIN_TEMPLATES = 22  # the fewest templates any attribute has
@@ -144,6 +145,14 @@ class ModArithExercise(ModArithParams, ExerciseConfig):
     """Random prefix expressions over + - * and their values modulo `modulus`."""
 
     kind: Literal["modarith"]
+
+
+class CorpusExercise(ExerciseConfig):
+    """Natural text passed through as training text: the documents of a seed corpus, each record
+    carrying its source id and license."""
+
+    kind: Literal["corpus"]
+    seeds: SeedUse = Field(description="Which corpus (from `corpora`), and how its documents are used.")
 
 
 class PluginExercise(ExerciseConfig):

@@ -19,6 +19,7 @@ BUILTIN: dict[str, str] = {
     "khop": "pretrainlab.exercises.khop:KHop",
     "modarith": "pretrainlab.exercises.modarith:ModArith",
     "llm": "pretrainlab.llm.exercise:LLM",
+    "corpus": "pretrainlab.exercises.corpus:Corpus",
 }
 
 

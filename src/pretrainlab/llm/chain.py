@@ -19,8 +19,8 @@ from typing import TYPE_CHECKING, Any
 import xxhash
 
 from pretrainlab.config.llm import Generation, LLMExercise
+from pretrainlab.corpora import SeedItem
 from pretrainlab.exercises.base import Document
-from pretrainlab.llm.corpus import SeedItem
 from pretrainlab.llm.parsers import ParseError, build_parser, response_format
 from pretrainlab.llm.prompts import PromptTemplate, TemplateError
 from pretrainlab.llm.rejects import RejectLog

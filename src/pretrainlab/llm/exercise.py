@@ -16,13 +16,13 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from pretrainlab.config.llm import BUILTIN_VARS, LLMExercise
+from pretrainlab.corpora import SeedItem, corpus_digest, count_items, seed_plan
 from pretrainlab.engines.endpoints import EndpointPool
 from pretrainlab.engines.journal import PERMANENT_REASONS, RequestCache
 from pretrainlab.errors import CorpusError, DesignError, StageError
 from pretrainlab.exercises.base import Document, Exercise, GenerateContext, ProbeItem
 from pretrainlab.exercises.vocab import derive_rng
 from pretrainlab.llm.chain import Chain
-from pretrainlab.llm.corpus import SeedItem, corpus_digest, count_items, seed_plan
 from pretrainlab.llm.parsers import ParserSpecError, build_parser
 from pretrainlab.llm.prompts import PromptTemplate, TemplateError
 from pretrainlab.llm.rejects import RejectLog

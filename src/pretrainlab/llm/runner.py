@@ -17,11 +17,11 @@ from collections.abc import AsyncIterable, AsyncIterator, Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
+from pretrainlab.corpora import SeedItem
 from pretrainlab.engines.client import EngineClient, Result
 from pretrainlab.engines.journal import CachedRunStats, cached_run
 from pretrainlab.exercises.base import Document, GenerateContext
 from pretrainlab.llm.chain import Chain, Item
-from pretrainlab.llm.corpus import SeedItem
 
 
 @dataclass
