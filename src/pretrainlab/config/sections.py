@@ -98,7 +98,42 @@ class EvalSection(Section):
     samples: int = Field(4, ge=0, description="Sample generations per capability shown in the report.")
 
 
+class NearDupSection(Section):
+    """MinHash near-duplicate removal within each exercise: word n-gram shingles, bands and rows chosen
+    from the threshold, clusters that keep their first record."""
+
+    threshold: float = Field(
+        0.8, gt=0, lt=1, description="Estimated Jaccard similarity at which a pair is a near-duplicate."
+    )
+    ngram: int = Field(5, ge=1, description="Words per shingle.")
+    num_perm: int = Field(128, ge=16, le=1024, description="MinHash permutations (signature length).")
+    seed: int = Field(1, ge=0, description="Seed of the MinHash permutations.")
+    normalize_numbers: bool = Field(
+        False,
+        description="Treat all numbers as one token. Off by default: templated synthetic documents differ "
+        "mainly in their numbers, and two biographies of different people must not collapse into one.",
+    )
+
+
+class BenchmarkSpec(Section):
+    """An outside benchmark whose items must not appear in training text."""
+
+    name: str = Field(pattern=r"^[A-Za-z0-9_.-]+$", description="Name in removal reasons and the report.")
+    path: str = Field(description="A .jsonl or .parquet file of items (relative to the design file).")
+    fields: list[str] = Field(
+        default_factory=lambda: ["text"], min_length=1, description="Fields joined into an item's text."
+    )
+    id: str | None = Field(None, description="Field holding an item id; default: the item's line number.")
+    ngram: int = Field(
+        13, ge=1, description="Word n-gram length; items shorter than this match as whole lines."
+    )
+
+
 class CurateSection(Section):
     dedup: bool = Field(True, description="Drop exact duplicate records within an exercise.")
     decontaminate: bool = Field(True, description="Drop training records that contain a non-'seen' probe.")
     ngram: int = Field(13, ge=1, description="Word n-gram length for decontamination of long probes.")
+    near_dup: NearDupSection | None = Field(None, description="Near-duplicate removal (off unless given).")
+    benchmarks: list[BenchmarkSpec] = Field(
+        default_factory=list, description="Outside benchmarks to decontaminate against, besides the probes."
+    )
