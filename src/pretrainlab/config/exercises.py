@@ -14,6 +14,7 @@ from pydantic import ConfigDict, Field, model_validator
 
 from pretrainlab.config.base import Section
 from pretrainlab.config.corpus import SeedUse
+from pretrainlab.config.curate import FiltersConfig
 
 BIOGRAPHIES_MAX_PEOPLE = 160_000_000  # first x middle x last names
 BIOGRAPHIES_MIN_TEMPLATES = 22  # the fewest templates any attribute has
@@ -28,6 +29,9 @@ class ExerciseConfig(Section):
     share: float = Field(1.0, ge=0, description="Share of the token budget (relative to the other shares).")
     name: str | None = Field(
         None, min_length=1, description="Unique exercise name; defaults to the kind. Records carry it."
+    )
+    filters: FiltersConfig | None = Field(
+        None, description="Quality filters the curate stage applies to this exercise's records (none: off)."
     )
 
     @property

@@ -10,6 +10,7 @@ from pydantic import BaseModel
 from pydantic_core import PydanticUndefined
 
 from pretrainlab.config.corpus import ChunkSpec, CorpusSpec, SeedUse
+from pretrainlab.config.curate import FiltersConfig, LengthFilter, LoopFilter, RefusalFilter, RepetitionFilter
 from pretrainlab.config.design import BUILTIN_VARIANTS, Design
 from pretrainlab.config.engines import EndpointSection, LLMSection
 from pretrainlab.config.exercises import ExerciseConfig
@@ -17,10 +18,12 @@ from pretrainlab.config.llm import Generation, Judge, Step
 from pretrainlab.config.parsers import PARSER_KINDS, PARSER_VARIANTS
 from pretrainlab.config.samplers import SAMPLER_VARIANTS
 from pretrainlab.config.sections import (
+    BenchmarkSpec,
     Budget,
     CurateSection,
     EvalSection,
     ModelSection,
+    NearDupSection,
     PhaseSection,
     TokenizerSection,
     TrainSection,
@@ -31,6 +34,13 @@ SECTIONS: list[tuple[str, type[BaseModel]]] = [
     ("budget", Budget),
     ("exercises[]  (fields every exercise has)", ExerciseConfig),
     ("curate", CurateSection),
+    ("curate.near_dup", NearDupSection),
+    ("curate.benchmarks[]", BenchmarkSpec),
+    ("exercises[].filters", FiltersConfig),
+    ("exercises[].filters.length", LengthFilter),
+    ("exercises[].filters.repetition", RepetitionFilter),
+    ("exercises[].filters.loops", LoopFilter),
+    ("exercises[].filters.refusals", RefusalFilter),
     ("tokenizer", TokenizerSection),
     ("model", ModelSection),
     ("train", TrainSection),

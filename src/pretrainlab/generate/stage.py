@@ -36,7 +36,8 @@ def stage_config(design: Design) -> dict[str, Any]:
     d = design.dump()
     config: dict[str, Any] = {
         "seed": d["seed"],
-        "exercises": d["exercises"],
+        # an exercise's filters are the curate stage's business: editing them re-uses the generated data
+        "exercises": [{k: v for k, v in e.items() if k != "filters"} for e in d["exercises"]],
         "world_versions": {ex.key: resolve_exercise(ex.kind).version for ex in design.exercises},
     }
     for ex in design.exercises:

@@ -16,6 +16,7 @@ from pretrainlab.ledger import ledger_rows
 from pretrainlab.pipeline import Pipeline
 from pretrainlab.records import read_rows
 from pretrainlab.report.html import render_report
+from pretrainlab.report.prepare import DIVERSITY_KEYS
 from pretrainlab.runs import GENERATIONS, METRICS, kept_path
 from pretrainlab.train.callbacks import read_metrics
 
@@ -65,6 +66,9 @@ def build_report(pipeline: Pipeline, out_path: Path | None = None) -> Path:
                     "share_actual": mix.get("share_actual", {}).get(ex.key),
                     "distinct_2": s.get("distinct_2"),
                     "compression_ratio": s.get("compression_ratio"),
+                    "removed_by_reason": s.get("removed", {}),
+                    "diversity": {k: s.get(k) for k in DIVERSITY_KEYS if s.get(k) is not None},
+                    "warnings": s.get("warnings", []),
                 }
             )
         samples = _samples(pipeline.stage_dir("curate"), [ex.key for ex in design.exercises])

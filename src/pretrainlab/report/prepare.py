@@ -23,6 +23,16 @@ from pretrainlab.report.prepare_eval import capabilities, figure, harness_view, 
 _DESIGN_SECTIONS = ("tokenizer", "model", "train", "eval")
 _EXERCISE_COLUMNS = ("kind", "capability", "share")
 _OPTIONAL_STATS = {"distinct_2": "distinct\u20112", "compression_ratio": "compression ratio"}
+# the curate stage's diversity measures, as the diversity table shows them
+DIVERSITY_KEYS = {
+    "distinct_1": "distinct\u20111",
+    "distinct_2": "distinct\u20112",
+    "distinct_3": "distinct\u20113",
+    "distinct_4": "distinct\u20114",
+    "compression_ratio": "compression ratio",
+    "self_repetition": "self-repetition",
+    "near_dup_share": "in near-dup clusters",
+}
 
 
 def prepare_report(
@@ -189,7 +199,41 @@ def data(stats: list[dict[str, Any]], samples: dict[str, list[str]]) -> v.Data:
         for name, texts in samples.items()
         if texts
     )
-    return v.Data(table, shown)
+    return v.Data(
+        table,
+        shown,
+        _removals(stats),
+        _diversity(stats),
+        tuple(w for r in stats for w in r.get("warnings", ())),
+    )
+
+
+def _removals(stats: list[dict[str, Any]]) -> v.Table | None:
+    """Removed records per exercise and reason (duplicate, filter:…, contains probe, benchmark:…)."""
+    reasons = sorted({k for r in stats for k in r.get("removed_by_reason", {})})
+    if not reasons:
+        return None
+    rows = [
+        [str(r.get("exercise", fmt.DASH)), *(fmt.integer(r["removed_by_reason"].get(k, 0)) for k in reasons)]
+        for r in stats
+        if r.get("removed_by_reason")
+    ]
+    return v.table(["exercise", *reasons], rows, numeric_from=1)
+
+
+def _diversity(stats: list[dict[str, Any]]) -> v.Table | None:
+    """The curate stage's diversity measures of each exercise's kept text."""
+    keys = [k for k in DIVERSITY_KEYS if any(k in r.get("diversity", {}) for r in stats)]
+    if not keys:
+        return None
+    rows = [
+        [
+            str(r.get("exercise", fmt.DASH)),
+            *(fmt.fixed(r.get("diversity", {}).get(k), 2 if k == "compression_ratio" else 3) for k in keys),
+        ]
+        for r in stats
+    ]
+    return v.table(["exercise", *(DIVERSITY_KEYS[k] for k in keys)], rows, numeric_from=1)
 
 
 def training(train: list[dict[str, Any]]) -> v.Training | None:

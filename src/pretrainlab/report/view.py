@@ -156,6 +156,9 @@ class SampleGroup:
 class Data:
     stats: Table | None
     samples: tuple[SampleGroup, ...]
+    removals: Table | None = None  # per exercise and reason
+    diversity: Table | None = None
+    warnings: tuple[str, ...] = ()  # collapse warnings
 
 
 @dataclass(frozen=True)
