@@ -33,6 +33,7 @@ from pretrainlab.config.sections import (
     Budget,
     CurateSection,
     EvalSection,
+    ExecutorSection,
     ModelSection,
     TokenizerSection,
     TrainSection,
@@ -93,6 +94,9 @@ class Design(Section):
     model: ModelSection = Field(default_factory=ModelSection, description="The model to pretrain.")
     train: TrainSection = Field(default_factory=TrainSection, description="Training.")
     eval: EvalSection = Field(default_factory=EvalSection, description="Capability probes during training.")
+    executor: ExecutorSection = Field(
+        default_factory=ExecutorSection, description="Where the data stages' work runs (local or Ray)."
+    )
 
     _base_dir: Path | None = PrivateAttr(None)  # the design file's folder: relative paths start there
 

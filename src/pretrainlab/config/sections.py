@@ -137,3 +137,18 @@ class CurateSection(Section):
     benchmarks: list[BenchmarkSpec] = Field(
         default_factory=list, description="Outside benchmarks to decontaminate against, besides the probes."
     )
+
+
+class ExecutorSection(Section):
+    """Where the data stages' per-exercise work runs: procedural generation and every curate step.
+    Outputs do not depend on it (the same files, byte for byte), so no stage hash covers it."""
+
+    kind: Literal["local", "ray"] = Field(
+        "local", description="local: a process pool on this machine; ray: tasks on a Ray cluster."
+    )
+    workers: int | None = Field(
+        None, ge=1, description="local: processes at most (default: the machine's cores; 1 runs inline)."
+    )
+    address: str | None = Field(
+        None, description="ray: the cluster to join (e.g. ray://head:10001); default: start a local one."
+    )

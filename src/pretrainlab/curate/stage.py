@@ -29,6 +29,7 @@ from pretrainlab.curate.decontam import ProbeIndex
 from pretrainlab.curate.diversity import collapse_warnings, diversity_stats
 from pretrainlab.curate.filters import Filters, reason_class
 from pretrainlab.curate.minhash import choose_bands, describe, find_near_duplicates
+from pretrainlab.executors import executor_for
 from pretrainlab.progress import stage_progress
 from pretrainlab.records import RECORD_SCHEMA, ParquetWriter, read_rows
 from pretrainlab.runs import PROBES, STATS, kept_path, records_path, removed_path, write_json_atomic
@@ -77,25 +78,52 @@ class _Screen:
         return None
 
 
-def run_stage(design: Design, out: Path, inputs: dict, console: Console) -> dict[str, Any]:
-    gen = inputs["generate"].dir
+def _indexes(design: Design, gen: Path) -> tuple[ProbeIndex, Benchmarks | None]:
+    """What training text is matched against: the held-out probes, and the outside benchmarks."""
     cfg = design.curate
     probes = pq.read_table(gen / PROBES).to_pylist()
     index = ProbeIndex([p for p in probes if _held_out(json.loads(p["meta"]))], n=cfg.ngram)
     benchmarks = load_benchmarks(cfg.benchmarks, design.base_dir or Path(".")) if cfg.benchmarks else None
-    if cfg.near_dup is not None:
-        bands, rows = choose_bands(cfg.near_dup.threshold, cfg.near_dup.num_perm)
+    return index, benchmarks
+
+
+def curate_apart(design: Design, key: str, gen: Path, out: Path) -> dict[str, Any]:
+    """One exercise curated into its kept and removed files: an executor's task; returns its stats."""
+    ex = next(e for e in design.exercises if e.key == key)
+    screen = _Screen(design, ex, *_indexes(design, gen))
+    return _curate_exercise(design, ex, gen, out, screen, Console(quiet=True))
+
+
+def run_stage(design: Design, out: Path, inputs: dict, console: Console) -> dict[str, Any]:
+    gen = inputs["generate"].dir
+    near = design.curate.near_dup
+    if near is not None:
+        bands, rows = choose_bands(near.threshold, near.num_perm)
         console.print(
-            f"  near-duplicates at Jaccard {cfg.near_dup.threshold:g}: {bands} bands x {rows} rows of "
-            f"{cfg.near_dup.num_perm}; {describe(bands, rows)}"
+            f"  near-duplicates at Jaccard {near.threshold:g}: {bands} bands x {rows} rows of "
+            f"{near.num_perm}; {describe(bands, rows)}"
         )
+    executor = executor_for(design.executor)
     stats: dict[str, Any] = {}
-    kept_texts: dict[str, list[str]] = {}
-    for ex in design.exercises:
-        kept_texts[ex.key], stats[ex.key] = _curate_exercise(
-            design, ex, gen, out, _Screen(design, ex, index, benchmarks), console
-        )
-    warnings = _collapse_watch(design, kept_texts, stats)
+    if executor.inline:
+        indexes = _indexes(design, gen)
+        for ex in design.exercises:
+            stats[ex.key] = _curate_exercise(design, ex, gen, out, _Screen(design, ex, *indexes), console)
+    else:
+        keys = [ex.key for ex in design.exercises]
+        with stage_progress(console, "curate", transient=True) as progress:
+            task = progress.add(
+                f"{len(keys)} exercises on {executor.name}", total=len(keys), unit="exercises"
+            )
+            done = executor.map(
+                curate_apart, [(design, k, gen, out) for k in keys], lambda n: progress.update(task, n)
+            )
+            progress.finish(task)
+        stats.update(zip(keys, done, strict=True))
+        for key, s in stats.items():
+            if s["removed"]:
+                console.print(f"  curate {key}: removed {sum(s['removed'].values())} ({s['removed']})")
+    warnings = _collapse_watch(design, out, stats)
     for line in warnings:
         console.print(f"  [yellow]collapse warning[/yellow] {line}", highlight=False)
     write_json_atomic(out / STATS, stats)
@@ -109,8 +137,8 @@ def run_stage(design: Design, out: Path, inputs: dict, console: Console) -> dict
 
 def _curate_exercise(
     design: Design, ex: ExerciseConfig, gen: Path, out: Path, screen: _Screen, console: Console
-) -> tuple[list[str], dict[str, Any]]:
-    """Curate one exercise's records into its kept and removed files; returns the kept texts and stats."""
+) -> dict[str, Any]:
+    """Curate one exercise's records into its kept and removed files; returns its stats."""
     source = records_path(gen, ex.key)
     removed: dict[str, int] = {}
     candidates: list[dict[str, Any]] = []
@@ -156,7 +184,7 @@ def _curate_exercise(
     n_removed = sum(removed.values())
     if n_removed:
         console.print(f"  curate {ex.key}: removed {n_removed} ({removed})")
-    return texts, {
+    return {
         "capability": ex.capability,
         "kind": ex.kind,
         "kept": len(texts),
@@ -166,10 +194,16 @@ def _curate_exercise(
     }
 
 
-def _collapse_watch(design: Design, kept: dict[str, list[str]], stats: dict[str, Any]) -> list[str]:
+def _collapse_watch(design: Design, out: Path, stats: dict[str, Any]) -> list[str]:
     """Warnings for `llm` exercises whose text is markedly less diverse than their seeds or than the rest
     of the corpus (procedural kinds repeat by design: their diversity is reported, not warned about)."""
     warnings: list[str] = []
+    if not any(isinstance(ex, LLMExercise) for ex in design.exercises):
+        return warnings
+    kept = {
+        ex.key: [r["text"] for r in read_rows(kept_path(out, ex.key), columns=["text"])]
+        for ex in design.exercises
+    }
     for ex in design.exercises:
         if not isinstance(ex, LLMExercise) or not kept[ex.key]:
             continue

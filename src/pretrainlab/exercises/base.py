@@ -74,6 +74,8 @@ class Exercise(ABC):
     version: ClassVar[int] = 1  # bump when the same params and seed give other data
     Params: ClassVar[type[BaseModel]]
     progress_unit: ClassVar[str] = "docs"  # what the stage's progress counts for this kind
+    # needs nothing of the stage (no shared resources): may run in another process or on another machine
+    independent: ClassVar[bool] = True
 
     def __init__(self, params: Any, seed: int):
         self.params = params

@@ -17,10 +17,11 @@ from rich.console import Console
 
 from pretrainlab.config import Design
 from pretrainlab.config.exercises import ExerciseConfig
+from pretrainlab.executors import executor_for
 from pretrainlab.exercises.base import Exercise, GenerateContext
 from pretrainlab.exercises.registry import build_exercise, exercise_params, resolve_exercise
 from pretrainlab.progress import stage_progress
-from pretrainlab.records import PROBE_SCHEMA, RECORD_SCHEMA, ParquetWriter, make_probe, make_record
+from pretrainlab.records import PROBE_SCHEMA, RECORD_SCHEMA, ParquetWriter, make_probe, make_record, read_rows
 from pretrainlab.runs import PROBES, records_path
 
 
@@ -83,18 +84,48 @@ def write_exercise(
     return {**counts, **exercise.summary()}
 
 
+def _probes_part(out: Path, key: str) -> Path:
+    """One exercise's probes, merged into probes.parquet in design order when every exercise is done."""
+    return out / f".probes-{key}.parquet"
+
+
+def generate_apart(design: Design, key: str, out: Path) -> dict[str, Any]:
+    """One exercise of a kind that needs nothing of the stage, made into its files: an executor's task."""
+    ex = next(e for e in design.exercises if e.key == key)
+    exercise = build_exercise(ex, exercise_seed(design.seed, key))
+    exercise.setup(GenerateContext(design, key, out, None, lambda done, total, info: None))
+    with (
+        ParquetWriter(records_path(out, key), RECORD_SCHEMA) as records,
+        ParquetWriter(_probes_part(out, key), PROBE_SCHEMA) as probes,
+    ):
+        return write_exercise(ex, exercise, records, probes, lambda n: None)
+
+
 def run_stage(design: Design, out: Path, inputs: dict, console: Console) -> dict[str, Any]:
     kinds = {ex.kind: resolve_exercise(ex.kind) for ex in design.exercises}
+    executor = executor_for(design.executor)
+    apart = [] if executor.inline else [ex.key for ex in design.exercises if kinds[ex.kind].independent]
     per_exercise: dict[str, Any] = {}
     self_counting: set[int] = set()  # tasks whose exercise reports its own progress (ctx.progress)
     with ExitStack() as stack:
+        progress = stack.enter_context(stage_progress(console, "generate", transient=True))
+        if apart:
+            task = progress.add(
+                f"{len(apart)} exercises on {executor.name}", total=len(apart), unit="exercises"
+            )
+            tasks = [(design, key, out) for key in apart]
+            done = executor.map(generate_apart, tasks, lambda n: progress.update(task, n))
+            per_exercise.update(zip(apart, done, strict=True))
+            progress.finish(task)
         # each kind's shared resources (engines, caches), closed however the stage ends
         resources = {
-            kind: stack.enter_context(cls.resources(design, out, console)) for kind, cls in kinds.items()
+            kind: stack.enter_context(cls.resources(design, out, console))
+            for kind, cls in kinds.items()
+            if any(ex.kind == kind and ex.key not in apart for ex in design.exercises)
         }
-        probes = stack.enter_context(ParquetWriter(out / PROBES, PROBE_SCHEMA))
-        progress = stack.enter_context(stage_progress(console, "generate", transient=True))
         for ex in design.exercises:
+            if ex.key in apart:
+                continue
             exercise = build_exercise(ex, exercise_seed(design.seed, ex.key))
             task = progress.add(ex.key, unit=exercise.progress_unit)
 
@@ -109,10 +140,19 @@ def run_stage(design: Design, out: Path, inputs: dict, console: Console) -> dict
                     progress.advance(t, n)
 
             exercise.setup(GenerateContext(design, ex.key, out, resources[ex.kind], report))
-            with ParquetWriter(records_path(out, ex.key), RECORD_SCHEMA) as records:
+            with (
+                ParquetWriter(records_path(out, ex.key), RECORD_SCHEMA) as records,
+                ParquetWriter(_probes_part(out, ex.key), PROBE_SCHEMA) as probes,
+            ):
                 per_exercise[ex.key] = write_exercise(ex, exercise, records, probes, tick)
             progress.finish(task)
             exercise.finish(per_exercise[ex.key], console)
+    with ParquetWriter(out / PROBES, PROBE_SCHEMA) as probes:
+        for ex in design.exercises:
+            for row in read_rows(_probes_part(out, ex.key)):
+                probes.write(row)
+            _probes_part(out, ex.key).unlink()
+    per_exercise = {ex.key: per_exercise[ex.key] for ex in design.exercises}
     total_bytes = sum(v["bytes"] for v in per_exercise.values())
     ledger: dict[str, Any] = {"tokens": total_bytes // 4, "note": "procedural worlds"}
     for kind, cls in kinds.items():

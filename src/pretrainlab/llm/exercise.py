@@ -43,6 +43,7 @@ class LLM(Exercise):
     version = 1
     Params = LLMExercise
     progress_unit = "items"
+    independent = False  # shares the stage's engines and request cache
     params: LLMExercise
 
     def __init__(self, params: LLMExercise, seed: int = 0):
