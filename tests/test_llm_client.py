@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import time
 from collections import Counter
 
 import pytest
@@ -201,6 +202,88 @@ def test_input_consumed_lazily_within_window():
     assert pulled <= take + window  # 100k queued, about a thousand ever materialised
     assert client.stats.max_outstanding <= window
     assert client.stats.pulled == pulled
+
+
+# (f) Retry-After at low concurrency ----------------------------------------------------------------------
+
+
+async def _async_items(n: int):
+    for item in make_items(n):
+        yield item
+
+
+def drive_bounded(client: EngineClient, source, limit_s: float = 5.0) -> list:
+    """``drive`` that fails instead of hanging: a client that stops making progress times out."""
+
+    async def go():
+        async with client:
+            return [r async for r in client.run(source)]
+
+    try:
+        return asyncio.run(asyncio.wait_for(go(), limit_s))
+    except asyncio.TimeoutError:
+        st = client.stats
+        pytest.fail(f"client hung: pulled {st.pulled}, yielded {st.yielded}, attempts {st.attempts}")
+
+
+@pytest.mark.parametrize("concurrency", [1, 2, 4])
+def test_retry_after_at_low_concurrency_never_hangs(concurrency):
+    # regression: a retry (here after a 429 with Retry-After) made the loop wait on a timer, the async
+    # source's feeder then re-checked the window before the yield that made room in it, and nothing woke
+    # it again: loop and feeder both waited for good (every run at concurrency 1-2, often at 4)
+    cfg = ClientConfig(timeout_s=10, backoff_base_s=0.05)
+    for seed in range(3):
+        for source in ("sync", "async"):
+            n = 20 + 20 * seed
+            with FakeServer(FaultSchedule(seed=seed, retry_after={2: 0.01})) as srv:
+                client = EngineClient(spec(srv, max_concurrency=concurrency), cfg)
+                items = make_items(n) if source == "sync" else _async_items(n)
+                results = drive_bounded(client, items)
+                records = srv.snapshot()
+            ids = sorted(r.id for r in results)
+            assert ids == sorted(f"it{i}" for i in range(n)), (concurrency, seed, source)
+            assert all(r.ok for r in results)
+            assert client.stats.attempts == len(records) == n + 1  # the one 429, retried once
+
+
+@pytest.mark.parametrize("source", ["sync", "async"])
+def test_retry_after_pauses_from_the_reply_and_resumes_within_the_limit(source):
+    """Nothing is sent from the moment a 429 with Retry-After comes in until the pause is over (not only
+    once the loop gets to it), and the client never has more requests in flight than its limit."""
+    pause, conc, n = 0.3, 4, 40
+    sends: list[float] = []  # when each request was started, client side
+    received: list[float] = []  # when each 429 with Retry-After came in
+    inflight, most = 0, 0
+    with FakeServer(FaultSchedule(retry_after={1: pause, 12: pause})) as srv:
+        client = EngineClient(
+            spec(srv, max_concurrency=conc), ClientConfig(timeout_s=10, backoff_base_s=0.01)
+        )
+        completions = client.endpoints[0].client.chat.completions
+        create = completions.create
+
+        async def counted_create(**kw):
+            nonlocal inflight, most
+            sends.append(time.monotonic())
+            inflight += 1
+            most = max(most, inflight)
+            try:
+                return await create(**kw)
+            except Exception as e:
+                if getattr(e, "status_code", None) == 429 and e.response.headers.get("retry-after"):
+                    received.append(time.monotonic())
+                raise
+            finally:
+                inflight -= 1
+
+        completions.create = counted_create
+        results = drive_bounded(client, make_items(n) if source == "sync" else _async_items(n))
+    assert sorted(r.id for r in results) == sorted(f"it{i}" for i in range(n)) and all(r.ok for r in results)
+    assert len(received) == 2 and most <= conc
+    for t in received:
+        during = [round(s - t, 4) for s in sends if t <= s < t + pause]
+        assert not during, f"sent {len(during)} requests into a {pause}s Retry-After pause: {during}"
+        assert any(s >= t + pause for s in sends)  # and resumed after it
+    assert client.stats.endpoints[spec(srv).label].paused_s == pytest.approx(2 * pause, abs=0.05)
 
 
 # smaller pieces ------------------------------------------------------------------------------------------

@@ -86,7 +86,8 @@ def test_the_console_chooses_bar_or_lines_and_the_interval_comes_from_the_enviro
 
 def test_train_generate_and_curate_print_dated_progress_lines_to_a_pipe(tmp_path, tiny_design):
     tiny_design["exercises"][2]["documents"] = 3000  # generate ticks every 1,000 documents
-    tiny_design["executor"] = {"workers": 1}  # in this process: progress by document (a pool's is by exercise)
+    # in this process: progress by document (a pool reports by exercise)
+    tiny_design["executor"] = {"workers": 1}
     tiny_design["train"].update(warmup=2, checkpoint_every=4, phases=[{"name": "pretrain", "steps": 8}])
     tiny_design["eval"]["every"] = 4
     design = tmp_path / "tiny.yaml"

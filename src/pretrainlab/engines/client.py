@@ -82,6 +82,7 @@ class _Done:
     endpoint: _Endpoint
     epoch: int  # the endpoint's epoch when the attempt was sent
     latency: float
+    at: float  # time.monotonic() when the reply (or failure) came in
     result: Result | None = None
     failure: Failure | None = None
 
@@ -193,7 +194,6 @@ class EngineClient:
                         return None
                 elif buffer:
                     raw = buffer.popleft()
-                    space.set()
                 else:
                     if feeder is not None and feeder.done():
                         feeder.result()  # the source's own exception, if it raised one
@@ -225,6 +225,10 @@ class EngineClient:
             while True:
                 done = await self._attempt(ep, item, epoch)
                 ep.inflight -= 1
+                if done.failure is not None and done.failure.retry_after is not None:
+                    # pause now, not when the loop settles this reply: until then this worker and the
+                    # endpoint's others would go on sending into the Retry-After
+                    ep.pause(done.failure.retry_after, done.at)
                 finished.append(done)
                 wakeup.set()
                 if ep.free(time.monotonic()) <= 0 or (nxt := next_item(time.monotonic())) is None:
@@ -256,6 +260,11 @@ class EngineClient:
                 while ready:
                     result = ready.pop(0)
                     stats.yielded += 1
+                    # the feeder waits for room in the window, and only a yield makes room (taking an
+                    # item from the buffer moves it into the window): without this wake-up a feeder that
+                    # checked just before the yield sleeps for good, and once the buffer is drained so
+                    # does this loop (it counts on the live feeder to wake it)
+                    space.set()
                     yield result
                 if self.progress and time.monotonic() - last_progress >= self.config.progress_interval_s:
                     last_progress = time.monotonic()
@@ -323,11 +332,13 @@ class EngineClient:
                     model=ep.spec.model, messages=item.req.messages, **item.req.params
                 )
             result = _to_result(item, ep.label, completion)
-            return _Done(item, ep, epoch, time.monotonic() - t0, result=result)
+            now = time.monotonic()
+            return _Done(item, ep, epoch, now - t0, now, result=result)
         except asyncio.CancelledError:
             raise
         except Exception as e:  # noqa: BLE001 -- every failure becomes a classified outcome
-            return _Done(item, ep, epoch, time.monotonic() - t0, failure=classify_error(e))
+            now = time.monotonic()
+            return _Done(item, ep, epoch, now - t0, now, failure=classify_error(e))
 
     def _settle(self, done: _Done, waiting: list, seq: int) -> Result | None:
         """Book one finished attempt; return the item's Result if it is final, else queue its retry."""
@@ -346,7 +357,7 @@ class EngineClient:
         assert f is not None
         item.last = f
         ep.stats.errors[f.reason] += 1
-        ep.on_failure(f, done.epoch, now)
+        ep.on_failure(f, done.epoch, done.at)
         if not f.retry:
             return self._drop(item, f, done.latency)
         if item.attempts >= self.config.max_attempts:

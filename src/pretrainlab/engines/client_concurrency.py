@@ -71,12 +71,16 @@ class _Endpoint:
                 self.overloads = 0
                 self.stats.decreases += 1
         if failure.retry_after is not None:
-            pause = min(failure.retry_after, self.config.retry_after_max_s)
-            until = now + pause
-            if until > self.paused_until:
-                self.stats.paused_s += until - max(self.paused_until, now)
-                self.paused_until = until
+            self.pause(failure.retry_after, now)
         self._sync()
+
+    def pause(self, retry_after: float, now: float) -> None:
+        """Send nothing until ``now + retry_after`` (clamped); a pause already as long stays as it is, so
+        the same Retry-After applied again (when the reply comes in, then when it is settled) counts once."""
+        until = now + min(retry_after, self.config.retry_after_max_s)
+        if until > self.paused_until:
+            self.stats.paused_s += until - max(self.paused_until, now)
+            self.paused_until = until
 
     def _sync(self) -> None:
         s = self.stats
