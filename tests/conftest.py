@@ -35,6 +35,9 @@ TINY = {
         "phases": [{"name": "pretrain", "steps": 40}],
     },
     "eval": {"every": 20, "max_probes": 20, "samples": 1},
+    # in the test's process: a tiny design's work is smaller than starting a pool (test_executors
+    # covers the pools)
+    "executor": {"workers": 1},
 }
 
 
