@@ -324,6 +324,67 @@ def compare(
     console.print(table)
 
 
+@app.command()
+def plan(
+    design: Path | None = typer.Argument(None, help="A design file to read the sizes from (optional)."),
+    budget_flops: float | None = typer.Option(None, "--budget-flops", help="The whole budget in FLOPs."),
+    device_hours: float | None = typer.Option(
+        None, "--device-hours", help="The budget in device-hours (needs --peak-flops and --mfu)."
+    ),
+    peak_flops: float | None = typer.Option(
+        None, "--peak-flops", help="Peak FLOP/s of one device, e.g. 989e12 (H100, dense bf16)."
+    ),
+    mfu: float | None = typer.Option(None, "--mfu", help="Utilisation of that peak, e.g. 0.4."),
+    gen_params: float | None = typer.Option(
+        None, "--gen-params", help="Generator parameters (default: the design's llm.endpoints[].params)."
+    ),
+    model_params: float | None = typer.Option(
+        None, "--model-params", help="Model parameters (default: counted from the design's model)."
+    ),
+    unique_tokens: float | None = typer.Option(
+        None, "--unique-tokens", help="Unique tokens the design can produce (default: its last generate)."
+    ),
+    generated_tokens: float | None = typer.Option(
+        None, "--generated-tokens", help="Fix the tokens to generate (default: the 4-epoch rule)."
+    ),
+    generation_share: float | None = typer.Option(
+        None, "--generation-share", help="Fix the budget's share spent on generation, in [0, 1)."
+    ),
+    prompt_ratio: float | None = typer.Option(
+        None, "--prompt-ratio", help="Prompt tokens per generated token (default: the run's ledger, or 1)."
+    ),
+    runs: Path = RUNS,
+) -> None:
+    """Split a compute budget between generating data and training on it; warn outside known ground."""
+    from pretrainlab.experiments import plan as planning
+
+    loaded = _load(design) if design is not None else None
+    try:
+        budget, rate = planning.budget_flops(budget_flops, device_hours, peak_flops, mfu)
+        inputs = planning.plan_inputs(
+            loaded,
+            runs,
+            gen_params=gen_params,
+            model_params=model_params,
+            unique_tokens=unique_tokens,
+            prompt_ratio=prompt_ratio,
+        )
+        result = planning.plan(
+            budget,
+            inputs.gen_params,
+            inputs.model_params,
+            inputs.unique_tokens,
+            prompt_tokens_per_generated=inputs.prompt_ratio,
+            generated_tokens=generated_tokens,
+            generation_share=generation_share,
+        )
+    except ValueError as e:
+        err.print(f"[red]error[/red] {escape(str(e))}", highlight=False, soft_wrap=True)
+        raise typer.Exit(2) from None
+    for part in planning.render_plan(result, inputs, rate):
+        console.print(part, highlight=False)
+
+
 def main() -> None:
     from pretrainlab.train.distributed import shutdown
 
