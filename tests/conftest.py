@@ -33,6 +33,9 @@ TINY = {
         "warmup": 10,
         "checkpoint_every": 20,
         "phases": [{"name": "pretrain", "steps": 40}],
+        # one dtype everywhere: `auto` measures the machine (tests/test_autotune.py), which would make
+        # runs of different shapes (DDP against accumulation) free to pick different dtypes
+        "precision": "fp32",
     },
     "eval": {"every": 20, "max_probes": 20, "samples": 1},
     # in the test's process: a tiny design's work is smaller than starting a pool (test_executors

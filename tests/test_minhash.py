@@ -230,3 +230,13 @@ def test_bands_override_and_validation():
         find_near_duplicates(["x"], bands=4)
     with pytest.raises(ValueError):
         choose_bands(1.0)
+
+
+def test_signatures_are_pinned():
+    """Golden values: the same inputs give the same signatures on any machine. These come from
+    rensa 0.5.0 (R-MinHash ALGORITHM_VERSION 2); a rensa that changes them changes every decision."""
+    sigs, _ = signatures(["The quick brown fox jumps over the lazy dog.", "tiny"], num_perm=8)
+    assert sigs.tolist() == [
+        [1284047331, 1487583282, 95578903, 2654180370, 261299813, 3277703555, 759807210, 91320270],
+        [3266063122, 3417859697, 3982929708, 4009769112, 3513182852, 841459245, 4134028059, 3612170300],
+    ]

@@ -25,6 +25,7 @@ from pretrainlab.records import make_probe
 from pretrainlab.tokenize.loader import TokenLoader
 from pretrainlab.tokenize.shards import ShardWriter
 from pretrainlab.tokenize.tokenizer import train_bpe
+from pretrainlab.train import autotune
 from pretrainlab.train.callbacks import Callback, Checkpointer, MetricsLogger, ProbeEval
 from pretrainlab.train.checkpoint import latest_checkpoint, list_checkpoints, load_checkpoint
 from pretrainlab.train.model import GPT, ModelConfig
@@ -223,8 +224,78 @@ def test_precision_auto_uses_bf16_only_where_the_cpu_has_it(monkeypatch, capabil
         TrainConfig(precision="fp16")  # type: ignore[arg-type]
 
 
+def test_precision_auto_trains_exactly_as_its_choice(tmp_path: Path, monkeypatch) -> None:
+    """The probe (a real one, kept short) leaves the run's weights and random streams as they were."""
+    monkeypatch.setenv("PRETRAINLAB_CACHE_DIR", str(tmp_path / "cache"))
+    monkeypatch.setattr(autotune, "cpu_has_bf16_matmul", lambda: True)
+    monkeypatch.setattr(autotune, "PROBE_SECONDS", 0.01)
+
+    def run(precision: Precision) -> tuple[Trainer, list[float]]:
+        rec, config = Recorder(), TrainConfig(lr=1e-2, warmup=2, precision=precision)
+        trainer = Trainer(
+            tiny_model(), config, [Phase("p", 4, counting_batches(1))], tmp_path / precision, [rec]
+        )
+        trainer.fit()
+        return trainer, [s["loss"] for s in rec.steps]
+
+    auto, auto_losses = run("auto")
+    tuned = auto.tuning
+    assert tuned is not None and tuned.candidates.keys() == {"fp32", "bf16"} and not tuned.cached
+    assert auto.autocast_dtype == (torch.bfloat16 if tuned.precision == "bf16" else None)
+    fixed, fixed_losses = run(tuned.precision)  # type: ignore[arg-type]
+    assert fixed.tuning is None and fixed_losses == auto_losses
+
+
+def test_compile_without_a_compiler_trains_eager_with_a_note(tmp_path: Path, monkeypatch) -> None:
+    monkeypatch.setattr(autotune, "cpp_compiler", lambda: None)
+    config = TrainConfig(precision="fp32", compile=True)
+    trainer = Trainer(tiny_model(), config, [Phase("p", 2, counting_batches(1))], tmp_path)
+    assert not trainer.compiled and "no C++ compiler" in (trainer.compile_note or "")
+    trainer.fit()
+    assert trainer.global_step == 2 and trainer.compile_s is None
+
+
+def test_a_compile_failing_on_the_first_update_falls_back_to_eager(tmp_path: Path, monkeypatch) -> None:
+    def broken(module: torch.nn.Module) -> Callable:
+        def compiled(*args: Tensor) -> Any:
+            raise RuntimeError("C++ compile error")
+
+        return compiled
+
+    monkeypatch.setattr(autotune, "cpp_compiler", lambda: "g++")
+    monkeypatch.setattr(torch, "compile", broken)
+    rec = Recorder()
+    config = TrainConfig(lr=1e-2, warmup=2, precision="fp32", compile=True)
+    trainer = Trainer(tiny_model(), config, [Phase("p", 3, counting_batches(1))], tmp_path / "c", [rec])
+    assert trainer.compiled
+    trainer.fit()
+    assert not trainer.compiled and trainer.compile_note == "compile failed (RuntimeError: C++ compile error)"
+    eager = Recorder()
+    config = TrainConfig(lr=1e-2, warmup=2, precision="fp32")
+    Trainer(tiny_model(), config, [Phase("p", 3, counting_batches(1))], tmp_path / "e", [eager]).fit()
+    assert [s["loss"] for s in rec.steps] == [s["loss"] for s in eager.steps]
+
+
+def test_compile_time_is_the_first_compiled_update(tmp_path: Path, monkeypatch) -> None:
+    monkeypatch.setattr(autotune, "cpp_compiler", lambda: "g++")
+    monkeypatch.setattr(torch, "compile", lambda module: module)  # compiling costs nothing here
+    rec = Recorder()
+    trainer = Trainer(
+        tiny_model(),
+        TrainConfig(precision="fp32", compile=True),
+        [Phase("p", 2, counting_batches(1))],
+        tmp_path,
+        [rec],
+    )
+    trainer.fit()
+    assert trainer.compiled and trainer.compile_s == rec.steps[0]["step_s"]
+    with pytest.raises(ValueError, match="compile"):
+        TrainConfig(compile="yes")  # type: ignore[arg-type]
+
+
 def test_weight_decay_only_on_matrices(tmp_path: Path) -> None:
-    trainer = Trainer(tiny_model(), TrainConfig(), [Phase("p", 1, counting_batches(1))], tmp_path)
+    config = TrainConfig(precision="fp32")  # not auto: no probe
+    trainer = Trainer(tiny_model(), config, [Phase("p", 1, counting_batches(1))], tmp_path)
     decayed, plain = trainer.optimizer.param_groups
     assert decayed["weight_decay"] == 0.1 and all(p.dim() >= 2 for p in decayed["params"])
     assert plain["weight_decay"] == 0.0 and plain["params"] and all(p.dim() < 2 for p in plain["params"])

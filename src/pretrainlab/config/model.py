@@ -98,8 +98,9 @@ class TrainConfig:
     betas: tuple[float, float] = (0.9, 0.98)
     grad_clip: float = 1.0  # <= 0 turns clipping off (the norm is still logged)
     grad_accum: int = 1
-    precision: Literal["auto", "bf16", "fp32"] = "auto"  # auto: bf16 autocast where the hardware has bf16
-    compile: bool = False
+    # auto: measured on the run's shapes (see train/autotune.py); on CUDA, bf16 where supported
+    precision: Literal["auto", "bf16", "fp32"] = "auto"
+    compile: bool | Literal["auto"] = False  # auto: measured too, where a compiler is present
     seed: int = 0
     device: str = "auto"  # auto: cuda if available, else cpu
     checkpoint_every: int = 200
@@ -116,6 +117,8 @@ class TrainConfig:
             value = getattr(self, name)
             if value not in choices:
                 raise ValueError(f"TrainConfig.{name}: expected one of {choices}, got {value!r}")
+        if not isinstance(self.compile, bool) and self.compile != "auto":
+            raise ValueError(f"TrainConfig.compile: expected true, false or 'auto', got {self.compile!r}")
         for name in ("grad_accum", "checkpoint_every", "eval_every", "log_every"):
             value = getattr(self, name)
             if value < 1:

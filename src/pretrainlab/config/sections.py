@@ -72,9 +72,15 @@ class TrainSection(Section):
     betas: tuple[float, float] = Field((0.9, 0.98), description="AdamW betas.")
     grad_clip: float = Field(1.0, ge=0, description="Gradient-norm clip (0 disables).")
     precision: Literal["auto", "bf16", "fp32"] = Field(
-        "auto", description="auto = bf16 autocast where faster."
+        "auto",
+        description="auto: bf16 autocast or fp32, whichever a short timed probe on this run's model and "
+        "batch finds faster on this machine (cached per machine and shape); on CUDA, bf16 where supported.",
     )
-    compile: bool = Field(False, description="Compile the model with torch.compile.")
+    compile: bool | Literal["auto"] = Field(
+        False,
+        description="Compile the model with torch.compile. auto: probe compiled against eager (costs the "
+        "compile time, tens of seconds on a CPU) and compile only if it pays off over the run.",
+    )
     checkpoint_every: int = Field(200, ge=1, description="Steps between checkpoints.")
     phases: list[PhaseSection] = Field(
         default_factory=lambda: [PhaseSection(name="pretrain", steps=500)],

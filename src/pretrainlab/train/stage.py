@@ -125,6 +125,8 @@ def run_stage(design: Design, out: Path, inputs: dict, console: Console) -> dict
             ProgressBar(console),
         ]
     trainer = Trainer(model, train_config(design), phases, out, callbacks, dist=dist)
+    if dist.is_main and trainer.tuning is not None:
+        console.print(f"  {trainer.tuning.summary()}", soft_wrap=True)  # one line, however long
     rate = None
     if dist.is_main:  # one probe, not one per rank competing for the same cores
         rate, cached = matmul_rate(trainer.device, trainer.autocast_dtype or torch.float32)
@@ -150,6 +152,10 @@ def run_stage(design: Design, out: Path, inputs: dict, console: Console) -> dict
         },
         "steps": trainer.global_step,
         "precision": "bf16" if trainer.autocast_dtype == torch.bfloat16 else "fp32",
+        "compile": trainer.compiled,
+        "compile_s": trainer.compile_s,  # the first compiled update, compile included (in timing.train_s)
+        "compile_note": trainer.compile_note,  # why compile was asked for and not used
+        "autotune": trainer.tuning.as_dict() if trainer.tuning is not None else None,
         "device": str(trainer.device),
         "world_size": dist.world_size,
         "tokens_seen": trainer.tokens_seen,
@@ -163,6 +169,16 @@ def run_stage(design: Design, out: Path, inputs: dict, console: Console) -> dict
             "flops": trainer.flops_seen,
             "device_hours": trainer.flops_seen / rate.flops_per_s / 3600,
             "note": f"device-hours at the measured {rate.dtype} matmul rate, "
-            f"{rate.flops_per_s / 1e9:,.1f} GFLOP/s",
+            f"{rate.flops_per_s / 1e9:,.1f} GFLOP/s"
+            + (
+                f"; train_s includes the first compiled update, {trainer.compile_s:.0f} s, compile included"
+                if trainer.compile_s
+                else ""
+            )
+            + (
+                f"; not counted: the autotune probe, {trainer.tuning.probe_s:.0f} s"
+                if trainer.tuning is not None and trainer.tuning.probe_s
+                else ""
+            ),
         },
     }

@@ -13,6 +13,12 @@ are averaged across ranks (synchronised only on the last micro-batch of an updat
 loss, tokens and FLOPs are global. Only the callbacks given to a rank run there; the train stage gives
 metrics, evaluation and checkpoints to rank 0 alone.
 
+Precision and compile. Explicit values are used as given; `auto` ones are measured on the run's own
+model and batch shapes before training (see `autotune`; rank 0 measures, every rank uses its choice),
+and `tuning` keeps the figures. A compile that cannot run (no C++ compiler) or fails on the first
+update leaves a one-line warning in `compile_note` and trains eager; `compile_s` is the wall time of
+the first compiled update, compile included.
+
 Resume. `fit` loads the latest checkpoint in out_dir/checkpoints, if any, and continues from it.
 Batches are a function of the step index and dropout is zero, so on CPU the resumed losses equal an
 uninterrupted run's bit for bit.
@@ -35,6 +41,7 @@ from torch import Tensor
 
 from pretrainlab.config.model import TrainConfig
 from pretrainlab.runs import CHECKPOINTS
+from pretrainlab.train.autotune import Tuning, compile_unavailable, cpu_has_bf16_matmul, tune
 from pretrainlab.train.callbacks import Callback
 from pretrainlab.train.checkpoint import latest_checkpoint, load_checkpoint, rng_state, set_rng_state
 from pretrainlab.train.distributed import DistContext
@@ -67,18 +74,10 @@ def resolve_device(name: str) -> torch.device:
     return torch.device(("cuda" if torch.cuda.is_available() else "cpu") if name == "auto" else name)
 
 
-def cpu_has_bf16_matmul() -> bool:
-    """Whether this CPU multiplies bf16 in hardware (AVX512-BF16, AMX, Arm BF16).
-
-    Without it, bf16 matmuls take a slow fallback: on an AVX2-only EPYC, 0.75 GFLOP/s against 71 in
-    fp32. Older torch without `torch.cpu.get_capabilities` reports False.
-    """
-    caps = getattr(torch.cpu, "get_capabilities", dict)()
-    return any(caps.get(flag) for flag in ("avx512_bf16", "amx_bf16", "bf16", "sve_bf16"))
-
-
 def resolve_autocast_dtype(precision: str, device: torch.device) -> torch.dtype | None:
-    """bf16 for "bf16", None (plain fp32) for "fp32"; "auto" picks bf16 where the hardware has it."""
+    """bf16 for "bf16", None (plain fp32) for "fp32"; "auto" here is the unmeasured rule, bf16 where the
+    hardware has it. The Trainer measures "auto" instead (`autotune`): on a CPU the flags cannot say
+    whether bf16 is faster; this rule serves callers that cannot afford a probe."""
     if precision == "auto":
         if device.type == "cpu":
             return torch.bfloat16 if cpu_has_bf16_matmul() else None
@@ -130,7 +129,9 @@ class Trainer:
         self.dist = dist or DistContext()
         self.device = self.dist.device() if self.dist.enabled else resolve_device(config.device)
         self.model = model.to(self.device)
-        self.autocast_dtype = resolve_autocast_dtype(config.precision, self.device)
+        self.tuning = self._tune() if "auto" in (config.precision, config.compile) else None
+        precision = self.tuning.precision if self.tuning else config.precision
+        self.autocast_dtype = resolve_autocast_dtype(precision, self.device)
         self.optimizer = build_optimizer(self.model, config)
         self._params = [p for group in self.optimizer.param_groups for p in group["params"]]
         self._ddp: torch.nn.parallel.DistributedDataParallel | None = None
@@ -139,7 +140,15 @@ class Trainer:
             device_ids = [self.device.index] if self.device.type == "cuda" else None
             self._ddp = torch.nn.parallel.DistributedDataParallel(self.model, device_ids=device_ids)
             forward = self._ddp
-        self._forward = torch.compile(forward) if config.compile else forward
+        self._eager = forward
+        compile_wanted = self.tuning.compile if self.tuning else bool(config.compile)
+        self.compile_note = compile_unavailable(self.device) if compile_wanted else None
+        if self.compile_note:
+            log.warning("%s: training eager", self.compile_note)
+        self.compiled = compile_wanted and self.compile_note is None
+        self._forward = torch.compile(forward) if self.compiled else forward
+        self.compile_s: float | None = None  # the first compiled update's wall time, compile included
+        self._compile_proven = False  # a compiled forward and backward have run once
         self.global_step = 0
         self.phase_index = 0
         self.phase_step = 0
@@ -148,6 +157,19 @@ class Trainer:
         self.last_loss = float("nan")
         self.resumed_step: int | None = None
         self.timing = {"train_s": 0.0, "eval_s": 0.0, "checkpoint_s": 0.0}
+
+    def _tune(self) -> Tuning:
+        """Measure the `auto` settings on this run's model and first batch shape, on rank 0 for all ranks."""
+        x, _ = self.phases[0].batches(0)
+        batch, seq_len = x.shape
+        run_tokens = x.numel() * self.config.grad_accum * self.total_steps
+        tuning = self.dist.agree(
+            tune(self.model.config, self.config, batch, seq_len, self.device, run_tokens)
+            if self.dist.is_main
+            else None
+        )
+        log.info("%s", tuning.summary())
+        return tuning
 
     @property
     def total_steps(self) -> int:
@@ -217,9 +239,7 @@ class Trainer:
             last_micro = micro == cfg.grad_accum - 1
             sync = self._ddp.no_sync() if self._ddp is not None and not last_micro else nullcontext()
             with sync:
-                with self.autocast():
-                    _, loss = self._forward(x, y)
-                (loss / cfg.grad_accum).backward()
+                loss = self._forward_backward(x, y)
             loss_sum += loss.detach()
             tokens += x.numel() * self.dist.world_size
             flops += self.model.flops_per_token(x.shape[1]) * x.numel() * self.dist.world_size
@@ -233,6 +253,8 @@ class Trainer:
         self.tokens_seen += tokens
         self.flops_seen += flops
         step_s = time.perf_counter() - start
+        if self.compiled and self.compile_s is None:
+            self.compile_s = step_s
         self.timing["train_s"] += step_s
         return {
             "loss": self.last_loss,
@@ -241,6 +263,28 @@ class Trainer:
             "tokens": tokens,
             "step_s": step_s,
         }
+
+    def _forward_backward(self, x: Tensor, y: Tensor) -> Tensor:
+        """Loss of one micro-batch, gradients accumulated; a compile failing on its first call falls back
+        to eager (one warning) rather than ending the run."""
+        try:
+            with self.autocast():
+                _, loss = self._forward(x, y)
+            (loss / self.config.grad_accum).backward()
+            self._compile_proven = self.compiled
+            return loss
+        except Exception as exc:
+            if not self.compiled or self._compile_proven:
+                raise  # eager, or compiled and past its first call: a real error
+            first = (str(exc).strip().splitlines() or [""])[0][:160]
+            self.compile_note = f"compile failed ({type(exc).__name__}: {first})"
+            log.warning("%s: training eager", self.compile_note)
+            self.compiled, self._forward = False, self._eager
+            self.optimizer.zero_grad(set_to_none=True)  # nothing accumulated before: drop partial grads
+            with self.autocast():
+                _, loss = self._forward(x, y)
+            (loss / self.config.grad_accum).backward()
+            return loss
 
     def state_dict(self) -> dict[str, Any]:
         """The checkpoint: a plain dict of tensors, numbers, strings and containers (see `checkpoint`)."""
