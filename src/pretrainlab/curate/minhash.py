@@ -10,12 +10,13 @@ by at least a Jaccard `threshold`, and MinHash finds those pairs without compari
    a document with fewer words is one shingle; a document with no word at all is never matched.
 2. Signatures. rensa's R-MinHash over 64-bit shingle hashes gives `num_perm` 32-bit minima per
    document (`rensa.RMinHash.digest_matrix_from_flat_token_hashes`). Word hashes come from
-   rensa (`hash_token_sets`), n-gram hashes combine them in numpy; all of it is seeded and
-   platform-independent, so the same inputs give the same output on any machine (for a given
-   rensa version: its hashes are part of the result).
+   rensa (`hash_token_sets`), n-gram hashes combine them in numpy; nothing depends on the
+   process (no Python hash randomisation), the thread count or the batching, so the same inputs
+   give the same output on any machine for a given rensa version (its hashes are part of the
+   result; tests pin rensa 0.5.0's values).
 3. Candidates. The signature is cut into `bands` bands of `rows` values, chosen by
-   `choose_bands` to minimise the false-positive plus false-negative area of the S-curve
-   P(caught | J) = 1 - (1 - J^rows)^bands around the threshold. Documents whose band hashes
+   `choose_bands` to minimise the false-positive plus `FN_WEIGHT` times the false-negative area
+   of the S-curve P(caught | J) = 1 - (1 - J^rows)^bands around the threshold. Documents whose band hashes
    agree share a bucket; every pair in a bucket of up to `_ALL_PAIRS_MAX` documents is a
    candidate, in a larger bucket each member is paired with the bucket's first and its neighbour.
 4. Verification. A candidate pair's similarity is estimated from the full signatures (the
