@@ -165,5 +165,3 @@ class PluginExercise(ExerciseConfig):
 
     model_config = ConfigDict(extra="allow")
 
-
-PROCEDURAL_VARIANTS = (BiographiesExercise, KHopExercise, ModArithExercise)

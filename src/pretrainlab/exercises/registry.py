@@ -40,11 +40,6 @@ def _check(obj: Any, kind: str) -> type[Exercise]:
     return obj
 
 
-def builtin_exercises() -> dict[str, type[Exercise]]:
-    """Every built-in kind's class, by kind."""
-    return {kind: _import(path, kind) for kind, path in BUILTIN.items()}
-
-
 def resolve_exercise(kind: str) -> type[Exercise]:
     """A built-in kind, an installed entry point, or a dotted path `package.module:Class`."""
     if kind in BUILTIN:
